@@ -1,0 +1,5 @@
+"""`python -m mlcore` runs the dataslayer command."""
+
+from mlcore.cli import main
+
+main()

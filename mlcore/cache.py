@@ -1,0 +1,219 @@
+"""The image cache: every image decoded once, resized, and kept as uint8 where training reads it.
+
+Decoding dominates the notebook's cost (PIL decode + resize of every image, every epoch). Here a
+dataset is decoded once into an (N, S, S, 3) uint8 array, written to disk under a key made of the
+dataset fingerprint and image size (so the next job on the same data skips decoding), then held
+on the GPU when it fits a memory budget, else in pinned host memory, else read from the on-disk
+array (memory-mapped) batch by batch. The NHWC array viewed as NCHW is a channels_last tensor,
+which is the layout the model runs in on CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mlcore.images import MAX_IMAGE_PIXELS, BadImage, decode_into, decode_resized
+
+CACHE_VERSION = 1  # bump when decoding changes, so stale caches are not reused
+GPU_DECODE_BATCH = 256
+
+
+def default_cache_dir() -> Path:
+    """Where decoded datasets are kept: $DATASLAYER_CACHE_DIR or ~/.cache/dataslayer."""
+    return Path(os.environ.get("DATASLAYER_CACHE_DIR") or Path.home() / ".cache" / "dataslayer")
+
+
+def _budget(env: str, default: float) -> float:
+    return float(os.environ[env]) * 2**30 if os.environ.get(env) else default
+
+
+def gpu_budget_bytes(device: torch.device) -> float:
+    """Bytes of GPU memory the cache may take: $DATASLAYER_CACHE_GPU_GB or 40% of free memory."""
+    if device.type != "cuda":
+        return 0.0
+    free, _ = torch.cuda.mem_get_info(device)
+    return _budget("DATASLAYER_CACHE_GPU_GB", 0.4 * free)
+
+
+def host_budget_bytes() -> float:
+    """Bytes of host memory the cache may take: $DATASLAYER_CACHE_HOST_GB or half the available memory."""
+    try:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    except ImportError:  # psutil is optional for the bare engine
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return _budget("DATASLAYER_CACHE_HOST_GB", 0.5 * available)
+
+
+@dataclass
+class ImageCache:
+    """Decoded images as an (N, 3, S, S) uint8 tensor plus the files that could not be decoded."""
+
+    images: torch.Tensor
+    bad: dict[int, str]
+    location: str  # "cuda", "pinned", "memory" or "disk"
+    source: str  # "decoded" or "disk cache"
+    seconds: float
+    stats: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def image_size(self) -> int:
+        """Side of every cached image, in pixels."""
+        return self.images.shape[-1]
+
+
+def _gpu_decode_into(paths: Sequence[Path], size: int, out: np.ndarray, device: torch.device, progress) -> dict[int, str]:
+    """Batch-decode JPEGs with nvjpeg on the GPU and resize there; other files go through PIL."""
+    import torchvision.io as tio
+    from torch.nn import functional as F
+
+    bad: dict[int, str] = {}
+    for start in range(0, len(paths), GPU_DECODE_BATCH):
+        idx = list(range(start, min(start + GPU_DECODE_BATCH, len(paths))))
+        datas, jpeg_idx, pil_idx = [], [], []
+        for i in idx:
+            try:
+                with Image.open(paths[i]) as probe:  # reads the header only: format, mode, size
+                    fmt, (w, h) = probe.format, probe.size
+                    if w * h > MAX_IMAGE_PIXELS or fmt != "JPEG" or probe.mode != "RGB":
+                        raise BadImage("not a plain RGB JPEG")
+                datas.append(tio.read_file(str(paths[i])))
+                jpeg_idx.append(i)
+            except Exception:
+                pil_idx.append(i)  # PNG, CMYK, bombs, broken files: the checked CPU path decides
+        try:
+            decoded = tio.decode_jpeg(datas, mode=tio.ImageReadMode.RGB, device=device) if datas else []
+        except RuntimeError:
+            decoded, pil_idx = [], sorted(pil_idx + jpeg_idx)
+        for i, img in zip(jpeg_idx, decoded):
+            if img.shape[-2:] != (size, size):
+                img = F.interpolate(img[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+                img = img.round_().clamp_(0, 255).to(torch.uint8)
+            out[i] = img.permute(1, 2, 0).cpu().numpy()
+        for i in pil_idx:
+            try:
+                out[i] = decode_resized(paths[i], size)
+            except BadImage as exc:
+                out[i], bad[i] = 0, str(exc)
+        if progress is not None:
+            progress(idx[-1] + 1)
+    return bad
+
+
+def _decode(paths, size, out, device, progress) -> dict[int, str]:
+    if device.type == "cuda" and os.environ.get("DATASLAYER_GPU_DECODE", "1") == "1":
+        return _gpu_decode_into(paths, size, out, device, progress)
+    return decode_into(paths, size, out, progress=progress)
+
+
+def _cache_paths(cache_dir: Path, key: str, size: int) -> tuple[Path, Path]:
+    stem = cache_dir / f"{key}-{size}px-v{CACHE_VERSION}"
+    return stem.with_suffix(".npy"), stem.with_suffix(".json")
+
+
+def decode_images(
+    paths: Sequence[str | os.PathLike],
+    size: int,
+    *,
+    device: torch.device | str = "cpu",
+    key: str | None = None,
+    cache_dir: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, dict[int, str], str]:
+    """Decode paths to an (N, S, S, 3) uint8 array, reusing or writing the on-disk cache when `key` is given."""
+    device = torch.device(device)
+    paths = [Path(p) for p in paths]
+    report = (lambda done: progress(done, len(paths))) if progress else None
+    if key is None or cache_dir is None:
+        out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+        return out, _decode(paths, size, out, device, report), "decoded"
+    npy, meta = _cache_paths(Path(cache_dir), key, size)
+    if npy.exists() and meta.exists():
+        info = json.loads(meta.read_text())
+        arr = np.load(npy, mmap_mode="c")
+        if arr.shape == (len(paths), size, size, 3):
+            if progress:
+                progress(len(paths), len(paths))
+            return arr, {int(k): v for k, v in info["bad"].items()}, "disk cache"
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    tmp = npy.with_name(f"{npy.stem}.{os.getpid()}.tmp.npy")
+    # Decode straight into a file-backed array, then rename: a crash never leaves a half cache.
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+    bad = _decode(paths, size, out, device, report)
+    out.flush()
+    del out
+    os.replace(tmp, npy)
+    meta_tmp = meta.with_name(meta.name + f".{os.getpid()}.tmp")
+    meta_tmp.write_text(json.dumps({"bad": {str(k): v for k, v in bad.items()}, "count": len(paths), "size": size}))
+    os.replace(meta_tmp, meta)
+    return np.load(npy, mmap_mode="c"), bad, "decoded"
+
+
+def build_image_cache(
+    paths: Sequence[str | os.PathLike],
+    size: int,
+    *,
+    device: torch.device | str = "cpu",
+    key: str | None = None,
+    cache_dir: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImageCache:
+    """Decode (or load) the images and place them on the device, in pinned memory or on disk."""
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    arr, bad, source = decode_images(paths, size, device=device, key=key, cache_dir=cache_dir, progress=progress)
+    nbytes = arr.nbytes
+    if device.type == "cuda" and nbytes <= gpu_budget_bytes(device):
+        images, location = torch.from_numpy(np.ascontiguousarray(arr)).to(device), "cuda"
+    elif nbytes <= host_budget_bytes():
+        images = torch.from_numpy(np.array(arr))  # a private in-memory copy
+        location = "memory"
+        if device.type == "cuda":
+            images, location = images.pin_memory(), "pinned"
+    else:
+        images, location = torch.from_numpy(arr), "disk"  # memory-mapped, read per batch
+    images = images.permute(0, 3, 1, 2)  # NHWC storage seen as NCHW = channels_last
+    seconds = time.perf_counter() - t0
+    stats = {"images": len(paths), "bytes": nbytes, "img_per_s": len(paths) / seconds if seconds else 0.0}
+    return ImageCache(images, bad, location, source, seconds, stats)
+
+
+def iterate_batches(
+    cache: ImageCache,
+    indices: np.ndarray,
+    labels: torch.Tensor,
+    batch_size: int,
+    *,
+    device: torch.device,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (uint8 NCHW images, labels) batches on `device`, shuffled with `generator` when asked."""
+    idx = torch.as_tensor(indices, dtype=torch.long)
+    if shuffle:
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+    on_device = cache.images.device.type == device.type
+    if on_device:
+        idx = idx.to(device)
+    labels = labels.to(device)
+    stop = len(idx) - (len(idx) % batch_size if drop_last else 0)
+    for start in range(0, stop, batch_size):
+        b = idx[start:start + batch_size]
+        images = cache.images.index_select(0, b)
+        if not on_device:
+            images = images.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else images.to(device)
+        yield images, labels.index_select(0, b.to(labels.device))

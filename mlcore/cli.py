@@ -1,0 +1,271 @@
+"""The `dataslayer` command's in-process commands: demo-data, train, predict, promote, models, bench.
+
+Each command validates its parameters into the job's pydantic model before any work, shows
+progress bars on stderr, and prints a one-line JSON summary as its last line on stdout. Bad input
+exits with status 2 and a one-line error naming the flag; other failures exit with status 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import typing
+from pathlib import Path
+
+import click
+
+from mlcore.errors import USER_ERRORS, ParamsError
+from mlcore.params import PRESETS, PredictParams, TrainParams, build, train_params
+
+# Flags whose names differ from their fields.
+FLAG_NAMES = {"data_dir": "data", "model_uri": "model", "output": "out"}
+
+
+def flag(field: str) -> str:
+    """The command-line flag of a params field."""
+    return "--" + FLAG_NAMES.get(field, field).replace("_", "-")
+
+
+def emit(summary: dict) -> None:
+    """Print the one-line JSON summary (always the last line of output)."""
+    click.echo(json.dumps(summary, default=str, sort_keys=False))
+
+
+def handle_errors(fn):
+    """Turn expected failures into a one-line error and a non-zero exit status."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ParamsError as exc:
+            click.echo(f"error: {flag(exc.field)}: {exc.message}", err=True)
+            sys.exit(2)
+        except USER_ERRORS as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except Exception as exc:  # an MLflow or runtime error: one line, not a trace
+            if type(exc).__name__ in ("MlflowException", "RestException"):
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(1)
+            raise
+    return wrapper
+
+
+def params_options(model: type, skip: tuple[str, ...] = ()):
+    """Click options for every field of a params model (values stay unset unless given)."""
+    def decorate(fn):
+        for name, field in reversed(list(model.model_fields.items())):
+            if name in skip:
+                continue
+            opt = flag(name)
+            help_text = f"{field.description} [default: {field.default}]" if field.default is not None or name != "data_dir" else field.description
+            ann = field.annotation
+            if ann is bool:
+                fn = click.option(f"{opt}/--no-{opt[2:]}", name, default=None, help=help_text)(fn)
+            elif typing.get_origin(ann) is typing.Literal:
+                fn = click.option(opt, name, type=click.Choice(typing.get_args(ann)), default=None, help=help_text)(fn)
+            else:
+                fn = click.option(opt, name, type=str, default=None, help=help_text)(fn)
+        return fn
+    return decorate
+
+
+class ProgressBars:
+    """Draws a job's progress events as tqdm bars on stderr."""
+
+    def __init__(self):
+        from tqdm import tqdm
+
+        self.tqdm, self.bar, self.key = tqdm, None, None
+
+    def __call__(self, event: dict) -> None:
+        phase = event["phase"]
+        if phase in ("decoding", "predicting"):
+            self._bar(phase, event["total"], phase).n = event["done"]
+        elif phase == "training":
+            bar = self._bar(("train", event["epoch"]), event["steps"], f"epoch {event['epoch']}/{event['epochs']}")
+            bar.n = event["step"]
+            bar.set_postfix_str(f"{event['img_per_s']:.0f} img/s", refresh=False)
+        elif phase == "epoch_end":
+            self.tqdm.write(f"epoch {event['epoch']}/{event['epochs']}: " + ", ".join(f"{k} {v:.4f}" for k, v in event["metrics"].items()), file=sys.stderr)
+        if self.bar is not None:
+            self.bar.refresh()
+
+    def _bar(self, key, total, desc):
+        if key != self.key:
+            self.close()
+            # Counts are set from events, not stepped, so tqdm's own rate would be wrong: leave it out.
+            self.bar = self.tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
+                                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
+            self.key = key
+        return self.bar
+
+    def close(self) -> None:
+        """Close the open bar."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="dataslayer")
+def cli():
+    """Fall detection for the Dataslayer competition: train, track in MLflow, predict, submit."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+@cli.command("demo-data")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--subjects", default=6, show_default=True, help="number of subjects (people)")
+@click.option("--images-per-class", default=40, show_default=True, help="images per subject and class")
+@click.option("--test-images", default=40, show_default=True, help="images in the flat test folder")
+@click.option("--seed", default=0, show_default=True, help="random seed (same seed, same bytes)")
+@click.option("--overwrite", is_flag=True, help="replace an existing dataset in OUT")
+@handle_errors
+def demo_data(out, subjects, images_per_class, test_images, seed, overwrite):
+    """Generate a synthetic dataset in the competition's layout (OUT/train, OUT/test, OUT/test_labels.csv)."""
+    from mlcore.demo_data import generate_demo_dataset
+
+    try:
+        summary = generate_demo_dataset(out, subjects=subjects, images_per_class=images_per_class,
+                                        test_images=test_images, seed=seed, overwrite=overwrite)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    emit(summary)
+
+
+@cli.command()
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=None, help="start from a preset: seed = the notebook exactly")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="write a checkpoint every epoch here and resume from it")
+@params_options(TrainParams)
+@handle_errors
+def train(preset, checkpoint_dir, **values):
+    """Train a model, log everything to MLflow and register the best epoch's model."""
+    from mlcore.hooks import JobHooks
+    from mlcore.tracking import MlflowTracker
+    from mlcore.train import run_training
+
+    params = train_params(preset, **values)
+    bars = ProgressBars()
+    try:
+        with MlflowTracker(experiment=params.experiment_name, tags={"dataslayer.job_type": "train", "dataslayer.preset": preset or ""}) as tracker:
+            summary = run_training(params, tracker=tracker, hooks=JobHooks(progress=bars), checkpoint_dir=checkpoint_dir)
+    finally:
+        bars.close()
+    emit(summary)
+
+
+@cli.command()
+@params_options(PredictParams)
+@handle_errors
+def predict(**values):
+    """Predict a test folder with a registered model and write submission.csv (id,label)."""
+    from mlcore.hooks import JobHooks
+    from mlcore.predict import run_prediction
+    from mlcore.tracking import MlflowTracker, load_model
+
+    params = build(PredictParams, {k: v for k, v in values.items() if v is not None})
+    model, info = load_model(params.model_uri)
+    bars = ProgressBars()
+    tags = {"dataslayer.job_type": "predict", "dataslayer.model_uri": params.model_uri,
+            "dataslayer.model_name": str(info["name"]), "dataslayer.model_version": str(info["version"])}
+    try:
+        with MlflowTracker(experiment=params.experiment_name, tags=tags) as tracker:
+            summary = run_prediction(params, model, info, tracker=tracker, hooks=JobHooks(progress=bars))
+    finally:
+        bars.close()
+    emit(summary)
+
+
+@cli.command()
+@click.option("--model", "name", default="fall-detector", show_default=True, help="registered model name")
+@click.option("--version", required=True, help="version to promote")
+@click.option("--alias", default="champion", show_default=True, help="alias to point at the version")
+@handle_errors
+def promote(name, version, alias):
+    """Point an alias (champion by default) at a registered model version."""
+    from mlcore.tracking import promote as set_alias
+
+    emit(set_alias(name, version, alias))
+
+
+@cli.command()
+@click.option("--model", "name", default="fall-detector", show_default=True, help="registered model name")
+@handle_errors
+def models(name):
+    """List the versions of a registered model with aliases, validation F1 and threshold."""
+    from mlcore.tracking import list_versions
+
+    rows = list_versions(name)
+    for r in rows:
+        click.echo(f"v{r['version']:<4} {','.join(r['aliases']) or '-':<12} val_f1 {r['val_f1'] or '-':<10} "
+                   f"threshold {r['threshold'] or '-':<10} {r['arch'] or '-'}@{r['image_size'] or '-'}px run {r['run_id']}")
+    emit({"model_name": name, "versions": len(rows), "champion": next((r["version"] for r in rows if "champion" in r["aliases"]), None)})
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path), default="demo")
+@click.option("--epochs", default=8, show_default=True, help="epochs of the quick preset")
+@handle_errors
+def demo(out, epochs):
+    """Generate demo data, train the quick preset, promote it, predict the test set and score it."""
+    import os
+
+    from mlcore.demo_data import generate_demo_dataset
+    from mlcore.hooks import JobHooks
+    from mlcore.predict import run_prediction
+    from mlcore.tracking import MlflowTracker, load_model, promote
+    from mlcore.train import run_training
+
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
+    os.chdir(out)  # local artifacts (./mlruns) land beside the database
+    if not (out / "train").is_dir():
+        click.echo(f"generating demo data in {out} ...", err=True)
+        generate_demo_dataset(out)
+    bars = ProgressBars()
+    try:
+        params = train_params("quick", data_dir=str(out), epochs=epochs)
+        with MlflowTracker(experiment=params.experiment_name, run_name="demo-quick", tags={"dataslayer.job_type": "train", "dataslayer.preset": "quick"}) as tracker:
+            trained = run_training(params, tracker=tracker, hooks=JobHooks(progress=bars))
+        promote(params.registered_model_name, trained["model_version"])
+        pred = build(PredictParams, {"data_dir": str(out), "model_uri": f"models:/{params.registered_model_name}@champion",
+                                     "output": str(out / "submission.csv")})
+        model, info = load_model(pred.model_uri)
+        with MlflowTracker(experiment=params.experiment_name, run_name="demo-submission",
+                           tags={"dataslayer.job_type": "predict", "dataslayer.model_version": info["version"]}) as tracker:
+            predicted = run_prediction(pred, model, info, tracker=tracker, hooks=JobHooks(progress=bars))
+    finally:
+        bars.close()
+    test_f1 = _score_against(out / "test_labels.csv", Path(predicted["submission"]))
+    click.echo(
+        f"\nsubmission: {predicted['submission']} ({predicted['rows']} rows), validation F1 {trained['val_f1']:.3f}, "
+        f"test F1 {test_f1:.3f} against {out / 'test_labels.csv'}\n"
+        f"MLflow UI:  {Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']} --port 5001"
+        f"  then open http://127.0.0.1:5001", err=True)
+    emit({**{k: trained[k] for k in ("run_id", "model_version", "val_f1_weighted", "val_f1", "threshold")},
+          "submission": predicted["submission"], "rows": predicted["rows"], "test_f1": round(test_f1, 6)})
+
+
+def _score_against(answers: Path, submission: Path) -> float:
+    """Binary F1 of a submission against an answers CSV (id,label)."""
+    import pandas as pd
+    from sklearn.metrics import f1_score
+
+    merged = pd.read_csv(answers).merge(pd.read_csv(submission), on="id", suffixes=("_true", "_pred"))
+    return float(f1_score(merged["label_true"], merged["label_pred"]))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="dataslayer")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The training engine: device set-up, one training epoch, one evaluation pass.
+
+Loop functions take explicit objects and return dicts of numbers; they print nothing. Batches
+arrive as uint8 tensors already on the device (see `cache.iterate_batches`); augmentation and
+normalisation run there. On CUDA: bf16 autocast, channels_last, fused AdamW, cudnn.benchmark and
+optional torch.compile. Losses are summed on the device and read once per epoch, so the step
+never waits for the host.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mlcore.augment import eval_preprocess
+from mlcore.errors import Cancelled
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+# Progress events: {"step", "steps", "images"}; a stop check raises Cancelled when it returns True.
+StepCallback = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How the model runs on this device."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+
+    def autocast(self):
+        """Autocast context for forward passes (a no-op in fp32)."""
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def make_runtime(device: torch.device, precision: str = "auto") -> Runtime:
+    """bf16 autocast and channels_last on CUDA (precision auto), fp32 elsewhere."""
+    cuda = device.type == "cuda"
+    if precision == "bf16" or (precision == "auto" and cuda):
+        amp = torch.bfloat16
+    else:
+        amp = None
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    # channels_last is what cuDNN's fastest convolutions want; oneDNN on CPU is fastest with it too.
+    return Runtime(device, amp, channels_last=True)
+
+
+def prepare_model(model: nn.Module, runtime: Runtime) -> nn.Module:
+    """Move the model to the device in the runtime's memory format."""
+    model = model.to(runtime.device)
+    return model.to(memory_format=torch.channels_last) if runtime.channels_last else model
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (with weight_decay 0 it is the notebook's Adam), fused on CUDA."""
+    kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, **kwargs)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, warmup_steps: int, total_steps: int):
+    """Per-step learning-rate multiplier: linear warm-up, then constant or cosine decay; None when flat."""
+    if schedule == "constant" and warmup_steps == 0:
+        return None
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "cosine":
+            progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Batches,
+    optimizer: torch.optim.Optimizer,
+    *,
+    augment: Callable[[torch.Tensor], torch.Tensor],
+    runtime: Runtime,
+    steps: int,
+    scheduler=None,
+    on_step: StepCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    report_every: float = 1.0,
+) -> dict[str, float]:
+    """One pass over the training batches; returns train_loss (mean of batch losses, as the notebook), images and seconds."""
+    model.train()
+    loss_sum = torch.zeros((), device=runtime.device)
+    seen, step, last_report = 0, 0, 0.0
+    t0 = time.perf_counter()
+    for step, (images, labels) in enumerate(batches, 1):
+        if should_stop is not None and should_stop():
+            raise Cancelled()
+        x = augment(images)
+        with runtime.autocast():
+            loss = F.cross_entropy(model(x), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += loss.detach()
+        seen += labels.shape[0]
+        now = time.perf_counter()
+        if on_step is not None and (now - last_report >= report_every or step == steps):
+            on_step({"step": step, "steps": steps, "images": seen, "seconds": now - t0})
+            last_report = now
+    train_loss = (loss_sum / max(step, 1)).item()  # the one host sync of the epoch
+    seconds = time.perf_counter() - t0
+    return {"train_loss": train_loss, "images": seen, "seconds": seconds, "img_per_s": seen / seconds if seconds else 0.0}
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
+    *,
+    runtime: Runtime,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (float32, on the device) for every batch, preprocessed like the notebook's val_transform."""
+    model.eval()
+    logits, labels = [], []
+    for batch in batches:
+        if should_stop is not None and should_stop():
+            raise Cancelled()
+        images, y = batch if isinstance(batch, tuple) else (batch, None)
+        with runtime.autocast():
+            logits.append(model(eval_preprocess(images)).float())
+        if y is not None:
+            labels.append(y)
+    if not logits:
+        return torch.empty(0, 2), None
+    return torch.cat(logits), torch.cat(labels) if labels else None
+
+
+def evaluate(model: nn.Module, batches: Batches, *, runtime: Runtime, should_stop: Callable[[], bool] | None = None) -> dict:
+    """Validation loss (mean over images), fall probabilities and labels."""
+    t0 = time.perf_counter()
+    logits, labels = predict_logits(model, batches, runtime=runtime, should_stop=should_stop)
+    loss = F.cross_entropy(logits, labels).item() if labels is not None else float("nan")
+    probs = torch.softmax(logits, dim=1)[:, 1].cpu().numpy().astype(np.float64)
+    return {
+        "val_loss": loss,
+        "probs": probs,
+        "labels": labels.cpu().numpy() if labels is not None else None,
+        "seconds": time.perf_counter() - t0,
+    }

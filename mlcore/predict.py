@@ -1,0 +1,107 @@
+"""The prediction job: test images to `submission.csv` with the model's tuned threshold.
+
+Test images go through the same cache and the same evaluation preprocessing as validation. A test
+image that cannot be decoded gets the notebook's fallback, a blank (black) image, and is listed in
+the report, so the submission still has one row per test file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlcore.cache import build_image_cache, default_cache_dir
+from mlcore.data import list_test_images
+from mlcore.engine import make_runtime, predict_logits, prepare_model, select_device
+from mlcore.hooks import JobHooks, NullTracker, Tracker
+from mlcore.params import PredictParams
+
+
+def write_submission(ids: list[str], labels: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write `id,label` rows sorted by id (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "label"])
+        for i in sorted(range(len(ids)), key=ids.__getitem__):
+            writer.writerow([ids[i], int(labels[i])])
+    os.replace(tmp, path)
+    return path
+
+
+def write_probabilities(ids: list[str], probs: np.ndarray, labels: np.ndarray, bad: dict[int, str], path: Path) -> Path:
+    """Write `id,probability,label,error` rows sorted by id, for analysis and ensembling."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "probability", "label", "error"])
+        for i in sorted(range(len(ids)), key=ids.__getitem__):
+            writer.writerow([ids[i], f"{probs[i]:.6f}", int(labels[i]), bad.get(i, "")])
+    return path
+
+
+def _files_key(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.name}\t{f.stat().st_size}\n".encode())
+    return "test-" + h.hexdigest()[:16]
+
+
+def predict_probabilities(model: nn.Module, images: torch.Tensor, *, batch_size: int, runtime, should_stop=None) -> np.ndarray:
+    """Fall probabilities for cached uint8 images, in large batches."""
+    batches = (images[i:i + batch_size].to(runtime.device, non_blocking=True) for i in range(0, len(images), batch_size))
+    logits, _ = predict_logits(model, batches, runtime=runtime, should_stop=should_stop)
+    return torch.softmax(logits, dim=1)[:, 1].cpu().numpy().astype(np.float64)
+
+
+def run_prediction(
+    params: PredictParams,
+    model: nn.Module,
+    info: dict,
+    *,
+    tracker: Tracker | None = None,
+    hooks: JobHooks | None = None,
+    cache_dir: str | Path | None = "default",
+) -> dict:
+    """Predict every test image with `model` (built from `info`: image_size, threshold); write the submission."""
+    hooks = hooks or JobHooks()
+    tracker = tracker or NullTracker()
+    t0 = time.perf_counter()
+    files = list_test_images(params.data_dir)
+    device = select_device(params.device)
+    runtime = make_runtime(device, params.precision)
+    size = int(info["image_size"])
+    threshold = params.threshold if params.threshold is not None else float(info["threshold"])
+    cache = build_image_cache(
+        files, size, device=device, key=_files_key(files),
+        cache_dir=default_cache_dir() if cache_dir == "default" else cache_dir,
+        progress=lambda done, total: hooks.progress({"phase": "decoding", "done": done, "total": total}),
+    )
+    hooks.progress({"phase": "predicting", "done": 0, "total": len(files)})
+    model = prepare_model(model, runtime)
+    t_pred = time.perf_counter()
+    probs = predict_probabilities(model, cache.images, batch_size=params.batch_size, runtime=runtime, should_stop=hooks.should_stop)
+    predict_s = time.perf_counter() - t_pred
+    labels = (probs > threshold).astype(int)  # strict, as the notebook
+    ids = [f.name for f in files]
+    submission = write_submission(ids, labels, params.output)
+    probabilities = write_probabilities(ids, probs, labels, cache.bad, submission.with_name(f"{submission.stem}_probabilities.csv"))
+    bad = [{"file": ids[i], "reason": r} for i, r in sorted(cache.bad.items())]
+    result = {
+        "run_id": tracker.run_id, "submission": str(submission), "probabilities": str(probabilities),
+        "rows": len(ids), "positives": int(labels.sum()), "threshold": threshold,
+        "threshold_source": "override" if params.threshold is not None else "model", "bad_files": len(bad),
+        "model_uri": params.model_uri, "model_version": info.get("version"), "decode_s": round(cache.seconds, 3),
+        "predict_img_per_s": round(len(ids) / predict_s, 1) if predict_s else None, "wall_s": round(time.perf_counter() - t0, 3),
+    }
+    tracker.log_prediction({**result, "bad": bad}, [str(submission), str(probabilities)])
+    hooks.progress({"phase": "done", "done": len(files), "total": len(files)})
+    return result

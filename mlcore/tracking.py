@@ -1,0 +1,289 @@
+"""Everything MLflow: runs, metrics, artifacts, the model registry. The only module importing mlflow.
+
+One run per job, at the edge (the mlflow `examples/pytorch` pattern): the job calls a `Tracker`,
+this module turns the calls into MLflow records. A tracking-server outage does not kill a job:
+epoch metrics and tags that fail to log are kept and sent with the next call that succeeds, and
+the end of the run waits (bounded) for the server to come back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric, RunTag
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+
+import mlcore
+from mlcore import plots
+from mlcore.errors import Cancelled
+
+log = logging.getLogger(__name__)
+END_GRACE_S = float(os.environ.get("DATASLAYER_TRACKING_GRACE_S", 600))
+TAG_PREFIX = "dataslayer."
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(mlcore.__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def base_tags() -> dict[str, str]:
+    """Tags every run carries: project version and git commit where known."""
+    tags = {TAG_PREFIX + "version": mlcore.__version__}
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+class MlflowTracker:
+    """A job's MLflow run: new, or an existing one (scheduled by the queue, or resumed after a crash)."""
+
+    def __init__(self, *, experiment: str = "dataslayer", run_id: str | None = None, run_name: str | None = None,
+                 parent_run_id: str | None = None, tags: dict[str, str] | None = None, system_metrics: bool | None = None):
+        self.experiment, self.run_id, self.run_name = experiment, run_id, run_name
+        self.parent_run_id, self.tags = parent_run_id, tags or {}
+        if system_metrics is None:
+            system_metrics = os.environ.get("DATASLAYER_SYSTEM_METRICS", "1") == "1"
+        self.system_metrics = system_metrics
+        self.client = MlflowClient()
+        self.pending: list[tuple[str, Any]] = []
+        self.failures = 0
+        self._logged_steps: set[int] = set()
+        self._has_params = False
+
+    # -- run lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> MlflowTracker:
+        if self.run_id is None:
+            mlflow.set_experiment(self.experiment)
+        else:
+            run = self.client.get_run(self.run_id)
+            self._has_params = bool(run.data.params)
+            self._logged_steps = {m.step for m in self.client.get_metric_history(self.run_id, "val_f1_weighted")}
+        run = mlflow.start_run(run_id=self.run_id, run_name=self.run_name, parent_run_id=self.parent_run_id,
+                               tags={**base_tags(), **self.tags} if self.run_id is None else None,
+                               log_system_metrics=self.system_metrics)
+        self.run_id = run.info.run_id
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        status = "FINISHED"
+        if exc_type is not None:
+            status = "KILLED" if issubclass(exc_type, (Cancelled, KeyboardInterrupt, SystemExit)) else "FAILED"
+            reason = "cancelled" if status == "KILLED" else f"{exc_type.__name__}: {exc}"
+            self._retry(lambda: self.client.set_tag(self.run_id, TAG_PREFIX + "failure", reason[:5000]))
+            if status == "FAILED":
+                text = "".join(traceback.format_exception(exc_type, exc, tb))
+                self._retry(lambda: mlflow.log_text(text, "error/traceback.txt"))
+        self._retry(self.flush)
+        if self.failures:
+            self._retry(lambda: self.client.set_tag(self.run_id, TAG_PREFIX + "tracking_failures", str(self.failures)))
+        self._retry(lambda: mlflow.end_run(status))
+
+    def _retry(self, fn) -> None:
+        """Call fn until it succeeds or the grace period ends (the server may be restarting)."""
+        deadline = time.monotonic() + END_GRACE_S
+        while True:
+            try:
+                fn()
+                return
+            except Exception as exc:  # noqa: BLE001 - any transport or server error
+                if time.monotonic() > deadline:
+                    log.error("giving up on the tracking server: %s", exc)
+                    raise
+                time.sleep(2)
+
+    def _send(self, kind: str, payload: Any) -> None:
+        """Queue a record and try to send everything queued; keep it for later when the server is down."""
+        self.pending.append((kind, payload))
+        try:
+            self.flush()
+        except Exception as exc:  # noqa: BLE001
+            self.failures += 1
+            log.warning("tracking server unavailable, %d records kept for later: %s", len(self.pending), exc)
+
+    def flush(self) -> None:
+        """Send queued metrics and tags in order."""
+        while self.pending:
+            kind, payload = self.pending[0]
+            if kind == "metrics":
+                self.client.log_batch(self.run_id, metrics=payload)
+            else:
+                self.client.log_batch(self.run_id, tags=payload)
+            self.pending.pop(0)
+
+    # -- the Tracker protocol ------------------------------------------------------------------
+    def log_params(self, params: dict[str, str]) -> None:
+        """Log the job's parameters once (a resumed run already has them)."""
+        if not self._has_params:
+            mlflow.log_params(params)
+            self._has_params = True
+
+    def log_dataset(self, dataset, train_idx, val_idx, context: str = "training") -> None:
+        """Dataset lineage: one row per image (path, label, subject, split); the digest fingerprints the file list."""
+        split = np.full(len(dataset.samples), "", dtype=object)
+        split[np.asarray(train_idx, dtype=int)] = "train"
+        split[np.asarray(val_idx, dtype=int)] = "val"
+        df = pd.DataFrame({"path": [s.rel for s in dataset.samples], "label": dataset.labels,
+                           "subject": dataset.subjects, "split": split})
+        with warnings.catch_warnings():  # schema-inference hints about integer columns and source guessing
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_pandas(df, source=str(dataset.root), name=dataset.root.parent.name or "dataset", targets="label")
+            mlflow.log_input(ds, context=context)
+        self.set_tags({TAG_PREFIX + "dataset_fingerprint": dataset.fingerprint, TAG_PREFIX + "dataset_images": str(len(df))})
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Per-epoch metrics with step=epoch, exactly once per epoch even across resumes."""
+        if epoch in self._logged_steps:
+            return
+        now = int(time.time() * 1000)
+        self._send("metrics", [Metric(k, float(v), now, epoch) for k, v in metrics.items() if np.isfinite(v)])
+        self._send("tags", [RunTag(TAG_PREFIX + "epoch", str(epoch))])
+        self._logged_steps.add(epoch)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Set run tags (queued while the server is down)."""
+        self._send("tags", [RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_evaluation(self, ev: dict) -> None:
+        """Plots, reports, the validation predictions table and the skipped-files list of the best model."""
+        self.flush()
+        for name, fig in (
+            ("plots/learning_curve.png", plots.learning_curve(ev["history"])),
+            ("plots/confusion_matrix.png", plots.confusion_matrix_figure(ev["report"]["confusion_matrix"])),
+            ("plots/confusion_matrix_at_threshold.png", plots.confusion_matrix_figure(
+                ev["report_at_threshold"]["confusion_matrix"], f"Confusion Matrix (threshold {ev['threshold']:.2f})")),
+            ("plots/f1_vs_threshold.png", plots.f1_threshold_figure(ev["thresholds"], ev["f1_curve"], ev["threshold"])),
+        ):
+            mlflow.log_figure(fig, name)
+            plots.close(fig)
+        for key, rep in (("", ev["report"]), ("_at_threshold", ev["report_at_threshold"])):
+            mlflow.log_dict({"labels": rep["labels"], "matrix": rep["confusion_matrix"], "threshold": rep["threshold"]},
+                            f"reports/confusion_matrix{key}.json")
+            mlflow.log_dict(rep["report"], f"reports/classification_report{key}.json")
+            mlflow.log_text(rep["text"], f"reports/classification_report{key}.txt")
+        mlflow.log_dict({"thresholds": ev["thresholds"], "f1": ev["f1_curve"], "best": ev["threshold"]}, "reports/f1_vs_threshold.json")
+        mlflow.log_table(pd.DataFrame({"path": ev["files"], "label": ev["labels"], "probability": ev["probs"]}), "tables/val_predictions.json")
+        mlflow.log_dict({"count": len(ev["skipped"]), "files": ev["skipped"]}, "reports/skipped_files.json")
+        mlflow.log_dict(ev["dataset"], "reports/dataset_counts.json")
+        mlflow.log_metrics({"best_epoch": ev["best_epoch"], "threshold": ev["threshold"], "val_f1_at_threshold": ev["threshold_f1"],
+                            "skipped_files": len(ev["skipped"])})
+        self.set_tags({TAG_PREFIX + "threshold": f"{ev['threshold']:.6f}"})
+
+    def log_model(self, model, info: dict) -> dict:
+        """Log the best model (torch.export, no pickle) and register it with its threshold as version tags."""
+        import torch
+
+        size = int(info["image_size"])
+        example = np.random.default_rng(0).random((2, 3, size, size), dtype=np.float32)  # batch 2 keeps the batch dim dynamic
+        signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, size, size))]),
+                                   outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 2))]))
+        name = info["registered_model_name"]
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch.export's notes on CPU-only weights
+            logged = mlflow.pytorch.log_model(
+                model, name="model", serialization_format="pt2", input_example=example, signature=signature,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"], registered_model_name=name,
+                metadata={k: info[k] for k in ("arch", "image_size", "threshold")},
+            )
+        version = str(logged.registered_model_version)
+        tags = {"threshold": f"{info['threshold']:.6f}", "val_f1": f"{info['val_f1']:.6f}",
+                "val_f1_weighted": f"{info['val_f1_weighted']:.6f}", "run_id": self.run_id, "arch": info["arch"],
+                "image_size": str(size)}
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, value)
+        self.set_tags({TAG_PREFIX + "model_version": version, TAG_PREFIX + "registered_model": name})
+        return {"model_name": name, "model_version": version, "model_uri": f"models:/{name}/{version}"}
+
+    def log_prediction(self, result: dict, files: list[str]) -> None:
+        """The submission, probabilities and report of a prediction job."""
+        for f in files:
+            mlflow.log_artifact(f, "submission")
+        mlflow.log_dict(result, "reports/prediction.json")
+        mlflow.log_metrics({"rows": result["rows"], "positives": result["positives"], "bad_files": result["bad_files"],
+                            "threshold": result["threshold"]})
+
+
+# -- models and the registry -------------------------------------------------------------------
+def resolve_model_version(uri: str):
+    """The registry version behind models:/NAME@ALIAS, models:/NAME/VERSION or models:/NAME/latest."""
+    client = MlflowClient()
+    ref = uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    name, _, version = ref.partition("/")
+    if version in ("", "latest"):
+        versions = client.search_model_versions(f"name='{name}'")
+        if not versions:
+            raise LookupError(f"registered model {name!r} has no versions")
+        return max(versions, key=lambda v: int(v.version))
+    return client.get_model_version(name, version)
+
+
+def load_model(uri: str):
+    """Load a model for prediction: (nn.Module on CPU, info with arch, image_size, threshold, name, version)."""
+    from mlcore.model import build_model
+
+    if uri.startswith("runs:/"):
+        run = MlflowClient().get_run(uri.split("/")[1])
+        info = {"arch": run.data.params["arch"], "image_size": run.data.params["image_size"],
+                "threshold": run.data.tags.get(TAG_PREFIX + "threshold", "0.5"), "name": None, "version": None}
+        load_uri = uri
+    else:
+        mv = resolve_model_version(uri)
+        missing = [k for k in ("arch", "image_size", "threshold") if k not in mv.tags]
+        if missing:
+            raise LookupError(f"model version {mv.name}/{mv.version} lacks the tags {missing}; it was not registered by dataslayer")
+        info = {"arch": mv.tags["arch"], "image_size": mv.tags["image_size"], "threshold": mv.tags["threshold"],
+                "name": mv.name, "version": str(mv.version)}
+        load_uri = f"models:/{mv.name}/{mv.version}"
+    exported = mlflow.pytorch.load_model(load_uri)  # a torch.export program: no pickle is executed
+    model = build_model(info["arch"], "none")
+    model.load_state_dict(exported.state_dict())
+    info.update(image_size=int(info["image_size"]), threshold=float(info["threshold"]))
+    return model.eval(), info
+
+
+def promote(name: str, version: str | int, alias: str = "champion") -> dict:
+    """Point `alias` at a version (registry aliases; stages are deprecated)."""
+    client = MlflowClient()
+    previous = None
+    try:
+        previous = client.get_model_version_by_alias(name, alias).version
+    except Exception:  # noqa: BLE001 - no version holds the alias yet
+        pass
+    client.get_model_version(name, str(version))  # raises with a clear message when it does not exist
+    client.set_registered_model_alias(name, alias, str(version))
+    return {"model_name": name, "alias": alias, "model_version": str(version), "previous_version": previous}
+
+
+def list_versions(name: str) -> list[dict]:
+    """Versions of a registered model with aliases, validation F1, threshold and source run, newest first."""
+    client = MlflowClient()
+    aliases: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    rows = []
+    for mv in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version)):
+        rows.append({"version": str(mv.version), "aliases": sorted(aliases.get(str(mv.version), [])), "val_f1": mv.tags.get("val_f1"),
+                     "val_f1_weighted": mv.tags.get("val_f1_weighted"), "threshold": mv.tags.get("threshold"),
+                     "arch": mv.tags.get("arch"), "image_size": mv.tags.get("image_size"), "run_id": mv.run_id,
+                     "created": mv.creation_timestamp})
+    return rows
+
