@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mlcore.images import MAX_IMAGE_PIXELS, BadImage, decode_into, decode_resized
+from mlcore import images
+from mlcore.images import BadImage, decode_into, decode_resized
 
 CACHE_VERSION = 1  # bump when decoding changes, so stale caches are not reused
 GPU_DECODE_BATCH = 256
@@ -88,7 +89,7 @@ def _gpu_decode_into(paths: Sequence[Path], size: int, out: np.ndarray, device: 
             try:
                 with Image.open(paths[i]) as probe:  # reads the header only: format, mode, size
                     fmt, (w, h) = probe.format, probe.size
-                    if w * h > MAX_IMAGE_PIXELS or fmt != "JPEG" or probe.mode != "RGB":
+                    if w * h > images.MAX_IMAGE_PIXELS or fmt != "JPEG" or probe.mode != "RGB":
                         raise BadImage("not a plain RGB JPEG")
                 datas.append(tio.read_file(str(paths[i])))
                 jpeg_idx.append(i)

@@ -24,10 +24,13 @@ def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any]) -> Path
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / CHECKPOINT_NAME
     tmp = directory / f".{CHECKPOINT_NAME}.{os.getpid()}.tmp"
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when saving failed
     return final
 
 

@@ -23,6 +23,12 @@ class Cancelled(Exception):
     """The caller asked the job to stop."""
 
 
+class Suspended(Exception):
+    """The job stopped early and continues elsewhere; `status` is what its run becomes (None: leave it alone)."""
+
+    status: str | None = "SCHEDULED"
+
+
 class ParamsError(ValueError):
     """Invalid parameters; `field` names the first offending field."""
 
@@ -34,4 +40,4 @@ class ParamsError(ValueError):
 
 
 # Failures a user can fix from the message alone: entrances show them as one line, no traceback.
-USER_ERRORS = (DataError, WeightsUnavailable, CheckpointError, LookupError, FileNotFoundError)
+USER_ERRORS = (DataError, WeightsUnavailable, CheckpointError, LookupError, FileNotFoundError, ConnectionError)

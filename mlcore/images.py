@@ -9,7 +9,6 @@ cached pixels are exactly what its `val_transform` sees before `ToTensor`.
 from __future__ import annotations
 
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
@@ -23,6 +22,7 @@ from mlcore.errors import BadImage
 MAX_IMAGE_PIXELS = int(os.environ.get("DATASLAYER_MAX_IMAGE_PIXELS", 50_000_000))
 FORMATS = ("JPEG", "PNG")
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+Image.MAX_IMAGE_PIXELS = 2 * MAX_IMAGE_PIXELS  # PIL's hard error stays as a second line behind ours
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -40,14 +40,16 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
     if os.path.getsize(path) == 0:
         raise BadImage("empty file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-            with Image.open(path, formats=FORMATS) as img:
-                img.load()
-                return _to_rgb(img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImage(f"too many pixels (decompression bomb guard, limit {MAX_IMAGE_PIXELS}): {exc}") from None
+        with Image.open(path, formats=FORMATS) as img:
+            # Checked on the header, before any pixel is decoded. PIL's own guard only warns between
+            # 1x and 2x its limit, and turning that warning into an error is not thread-safe.
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise BadImage(f"too many pixels ({width}x{height}; decompression bomb guard, limit {MAX_IMAGE_PIXELS})")
+            img.load()
+            return _to_rgb(img)
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"too many pixels (decompression bomb guard): {exc}") from None
     except Image.UnidentifiedImageError:
         raise BadImage("not a JPEG or PNG image") from None
     except (OSError, SyntaxError, ValueError) as exc:

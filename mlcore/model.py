@@ -66,7 +66,10 @@ def build_model(arch: str = "resnet50", pretrained: str = "none") -> nn.Module:
         head = state.get("fc.weight")
         if head is not None and head.shape[0] != NUM_CLASSES:
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # keep our fresh 2-class head
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # tensors of the wrong shape: another architecture's weights
+            raise WeightsUnavailable(f"weights {pretrained} do not fit {arch}: {str(exc).splitlines()[-1].strip()}") from None
         if unexpected or any(not k.startswith("fc.") for k in missing):
             raise WeightsUnavailable(f"weights {pretrained} do not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model

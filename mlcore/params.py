@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from mlcore.errors import ParamsError
 
@@ -103,11 +103,13 @@ class TrainParams(_Params):
             raise ValueError("use letters, digits, '.', '_' and '-' (at most 100)")
         return v
 
-    @model_validator(mode="after")
-    def _warmup_fits(self) -> TrainParams:
-        if self.warmup_epochs > self.epochs:
-            raise ValueError("warmup_epochs must not exceed epochs")
-        return self
+    @field_validator("warmup_epochs")
+    @classmethod
+    def _warmup_fits(cls, v: float, info: ValidationInfo) -> float:
+        epochs = info.data.get("epochs")
+        if epochs is not None and v > epochs:
+            raise ValueError(f"must not exceed epochs ({epochs})")
+        return v
 
     @property
     def use_augment(self) -> bool:
@@ -167,7 +169,8 @@ class PredictParams(_Params):
     @field_validator("model_uri")
     @classmethod
     def _model_uri(cls, v: str) -> str:
-        if not re.fullmatch(r"(models:/[A-Za-z0-9_.-]+(@[A-Za-z0-9_-]+|/\d+|/latest)?|models:/m-[0-9a-f]+|runs:/[0-9a-f]{32}/\S+)", v):
+        name = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+        if ".." in v or not re.fullmatch(rf"models:/{name}(@[A-Za-z0-9_-]+|/\d+|/latest)?|runs:/[0-9a-f]{{32}}/{name}(/{name})*", v):
             raise ValueError("expected models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH")
         return v
 

@@ -27,7 +27,7 @@ from mlflow.types import Schema, TensorSpec
 
 import mlcore
 from mlcore import plots
-from mlcore.errors import Cancelled
+from mlcore.errors import Cancelled, Suspended
 
 log = logging.getLogger(__name__)
 END_GRACE_S = float(os.environ.get("DATASLAYER_TRACKING_GRACE_S", 600))
@@ -83,6 +83,13 @@ class MlflowTracker:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         status = "FINISHED"
+        if exc_type is not None and issubclass(exc_type, Suspended):
+            # Preempted (back to SCHEDULED, resumed from its checkpoint) or lease lost (another
+            # worker owns the run now: leave it alone; this process is about to exit).
+            if exc.status is not None:
+                self._retry(self.flush)
+                self._retry(lambda: mlflow.end_run(exc.status))
+            return
         if exc_type is not None:
             status = "KILLED" if issubclass(exc_type, (Cancelled, KeyboardInterrupt, SystemExit)) else "FAILED"
             reason = "cancelled" if status == "KILLED" else f"{exc_type.__name__}: {exc}"
@@ -181,8 +188,9 @@ class MlflowTracker:
         mlflow.log_table(pd.DataFrame({"path": ev["files"], "label": ev["labels"], "probability": ev["probs"]}), "tables/val_predictions.json")
         mlflow.log_dict({"count": len(ev["skipped"]), "files": ev["skipped"]}, "reports/skipped_files.json")
         mlflow.log_dict(ev["dataset"], "reports/dataset_counts.json")
-        mlflow.log_metrics({"best_epoch": ev["best_epoch"], "threshold": ev["threshold"], "val_f1_at_threshold": ev["threshold_f1"],
-                            "skipped_files": len(ev["skipped"])})
+        best = ev["history"][ev["best_epoch"] - 1]
+        mlflow.log_metrics({"best_epoch": ev["best_epoch"], "best_val_f1_weighted": best["val_f1_weighted"], "best_val_f1": best["val_f1"],
+                            "threshold": ev["threshold"], "val_f1_at_threshold": ev["threshold_f1"], "skipped_files": len(ev["skipped"])})
         self.set_tags({TAG_PREFIX + "threshold": f"{ev['threshold']:.6f}"})
 
     def log_model(self, model, info: dict) -> dict:

@@ -1,0 +1,63 @@
+"""The prediction job and the submission format."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from mlcore.data import DataError
+from mlcore.model import build_model
+from mlcore.params import PredictParams, build
+from mlcore.predict import run_prediction, write_submission
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_submission_has_header_one_row_per_id_sorted(tmp_path):
+    path = write_submission(["b.jpg", "a.png", "c.jpeg"], np.array([1, 0, 1]), tmp_path / "out" / "submission.csv")
+    assert _rows(path) == [["id", "label"], ["a.png", "0"], ["b.jpg", "1"], ["c.jpeg", "1"]]
+
+
+@pytest.fixture
+def model_info():
+    torch.manual_seed(0)
+    return build_model("resnet18", "none").eval(), {"image_size": 32, "threshold": 0.5, "version": "7"}
+
+
+def test_prediction_writes_every_test_image_and_lists_bad_ones(demo_copy, tmp_path, model_info):
+    test_dir = demo_copy / "test"
+    (test_dir / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (test_dir / "notes.txt").write_text("not an image")
+    params = build(PredictParams, {"data_dir": str(demo_copy), "output": str(tmp_path / "submission.csv"), "device": "cpu"})
+    result = run_prediction(params, *model_info)
+    rows = _rows(result["submission"])
+    expected_ids = sorted(p.name for p in test_dir.iterdir() if p.suffix == ".jpg")
+    assert rows[0] == ["id", "label"]
+    assert [r[0] for r in rows[1:]] == expected_ids
+    assert {r[1] for r in rows[1:]} <= {"0", "1"}
+    assert result["rows"] == len(expected_ids) and result["bad_files"] == 1
+    probs = {r[0]: r for r in _rows(result["probabilities"])[1:]}
+    assert probs["zz_broken.jpg"][3]  # the reason is listed next to its fallback prediction
+    for image_id, p, label, _ in probs.values():
+        assert int(label) == int(float(p) > 0.5)
+    assert result["model_version"] == "7" and result["threshold_source"] == "model"
+
+
+@pytest.mark.parametrize("threshold, expected", [(0.0, "1"), (1.0, "0")])
+def test_threshold_override_wins_over_the_models(demo_root, tmp_path, model_info, threshold, expected):
+    params = build(PredictParams, {"data_dir": str(demo_root / "test"), "output": str(tmp_path / "s.csv"),
+                                   "threshold": threshold, "device": "cpu"})
+    result = run_prediction(params, *model_info)
+    assert {r[1] for r in _rows(result["submission"])[1:]} == {expected}
+    assert result["threshold_source"] == "override"
+
+
+def test_empty_test_folder_is_refused_naming_it(tmp_path, model_info):
+    (tmp_path / "test").mkdir()
+    params = build(PredictParams, {"data_dir": str(tmp_path / "test"), "output": str(tmp_path / "s.csv")})
+    with pytest.raises(DataError, match=str(tmp_path / "test")):
+        run_prediction(params, *model_info)
