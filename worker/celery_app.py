@@ -12,6 +12,11 @@ from worker.state import connect, drain_key
 PRIORITIES = {"high": 0, "normal": 3, "low": 6}
 
 
+def soft_limit(hard: int) -> int:
+    """The soft time limit: the job gets a clean failure (and its run a reason) before the hard kill."""
+    return hard - max(5, min(60, hard // 10))
+
+
 def make_app() -> Celery:
     """A Celery app whose every setting is chosen for at-least-once delivery of hour-long jobs."""
     s = get_settings()
@@ -32,7 +37,7 @@ def make_app() -> Celery:
         },
         result_backend_transport_options={"visibility_timeout": s.visibility_timeout},
         task_default_queue=s.queue, task_default_priority=PRIORITIES["normal"],
-        task_soft_time_limit=s.train_time_limit - 60, task_time_limit=s.train_time_limit,
+        task_soft_time_limit=soft_limit(s.train_time_limit), task_time_limit=s.train_time_limit,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True, broker_connection_max_retries=None,
         # The job's state of record is its MLflow run; results are a short-lived cache.

@@ -33,6 +33,10 @@ def worker(gpu, name, queues, loglevel):
     """Run one worker: one job at a time, each in a fresh process (one per GPU)."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)  # before any job process can initialise CUDA
+    # A tracking outage must not stall a job for minutes inside one call: fail fast, the tracker
+    # keeps the records and sends them later (mlcore/tracking.py).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     name = name or (f"gpu{gpu}@{socket.gethostname()}" if gpu is not None else f"cpu@{socket.gethostname()}")
     from worker.celery_app import app
     from worker.reconciler import reconcile_once
@@ -180,7 +184,8 @@ def up(detach):
     click.echo(f"starting the stack (state in {cfg.state_dir}, logs in {cfg.state_dir / 'logs'})", err=True)
     stack.start()
     env = f"export REDIS_URL={cfg.redis_url} MLFLOW_TRACKING_URI={cfg.tracking_uri} DATASLAYER_DATA_ROOT={cfg.data_root}"
-    click.echo(f"\n  web UI     {cfg.webui_url}\n  MLflow UI  {cfg.tracking_uri}\n  Redis      {cfg.redis_url}\n"
+    login = stack.webui_env()
+    click.echo(f"\n  web UI     {cfg.webui_url}   (log in as {login['DATASLAYER_ADMIN_USER']} / {login['DATASLAYER_ADMIN_PASSWORD']})\n  MLflow UI  {cfg.tracking_uri}\n  Redis      {cfg.redis_url}\n"
                f"  datasets   {cfg.data_root}\n\n  to queue from another terminal: {env}\n"
                f"  dataslayer queue train --data {cfg.data_root / 'demo'} --preset quick --wait\n", err=True)
     emit({"webui": cfg.webui_url, "mlflow": cfg.tracking_uri, "redis": cfg.redis_url, "state_dir": str(cfg.state_dir)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any, Callable
 
 from mlflow import MlflowClient
@@ -269,7 +270,15 @@ class JobClient:
 def enqueue(job_type: str, run_id: str, params: dict, priority: str = "normal") -> None:
     """Send the task of a job (by name, so no task code is imported here)."""
     from worker.celery_app import PRIORITIES as STEPS
-    from worker.celery_app import app
 
+    settings = get_settings()
     args = [run_id] if job_type == "sweep" else [run_id, params]
-    app.send_task(f"dataslayer.{job_type}", args=args, priority=STEPS[priority], queue=get_settings().queue)
+    _producer(settings.redis_url).send_task(f"dataslayer.{job_type}", args=args, priority=STEPS[priority], queue=settings.queue)
+
+
+@lru_cache(maxsize=8)
+def _producer(redis_url: str):
+    """A Celery app for sending, per broker URL (settings may change between tests, or per tenant)."""
+    from worker.celery_app import make_app
+
+    return make_app()

@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from mlflow import MlflowClient
 
 from mlcore.errors import Cancelled, ParamsError, Suspended
@@ -82,9 +83,9 @@ def _end_run(client: MlflowClient, run_id: str, status: str, reason: str) -> Non
 
 
 def _execute(job_type: str, run_id: str, params: dict, hooks: JobHooks, state: JobState) -> dict:
+    """Run the mlcore job inside the run's tracker; the log tail is attached to the run whatever happens."""
     import mlflow
 
-    from mlcore.params import PredictParams, TrainParams, build
     from mlcore.tracking import MlflowTracker
 
     s = get_settings()
@@ -92,28 +93,36 @@ def _execute(job_type: str, run_id: str, params: dict, hooks: JobHooks, state: J
     experiment = mlflow.get_experiment(run.info.experiment_id).name
     with MlflowTracker(experiment=experiment, run_id=run_id) as tracker:
         try:
-            if job_type == "train":
-                from mlcore.train import run_training
-
-                summary = run_training(build(TrainParams, params), tracker=tracker, hooks=hooks,
-                                       checkpoint_dir=s.checkpoint_root / run_id)
-                mlflow.log_dict(summary, "summary.json")
-            elif job_type == "predict":
-                from mlcore.predict import run_prediction
-                from mlcore.tracking import load_model
-
-                pred = build(PredictParams, params)
-                model, info = load_model(pred.model_uri)
-                tracker.set_tags({TAG + "model_name": str(info["name"]), TAG + "model_version": str(info["version"])})
-                summary = run_prediction(pred, model, info, tracker=tracker, hooks=hooks)
-                mlflow.log_dict(summary, "summary.json")
-            else:
-                raise ValueError(f"unknown job type {job_type!r}")
+            summary = _dispatch(job_type, run_id, params, hooks, tracker)
+            mlflow.log_dict(summary, "summary.json")
+            return summary
+        except SoftTimeLimitExceeded:
+            limit = s.train_time_limit if job_type == "train" else s.predict_time_limit
+            raise TimeoutError(f"the job ran past its time limit ({limit} s; DATASLAYER_{job_type.upper()}_TIME_LIMIT)") from None
         finally:
             tail = state.log_tail(500)
             if tail:
                 mlflow.log_text("\n".join(tail) + "\n", "logs/job.log")
-    return summary
+
+
+def _dispatch(job_type: str, run_id: str, params: dict, hooks: JobHooks, tracker) -> dict:
+    """Validate the parameters again (every entrance does) and call the job function."""
+    from mlcore.params import PredictParams, TrainParams, build
+
+    if job_type == "train":
+        from mlcore.train import run_training
+
+        return run_training(build(TrainParams, params), tracker=tracker, hooks=hooks,
+                            checkpoint_dir=get_settings().checkpoint_root / run_id)
+    if job_type == "predict":
+        from mlcore.predict import run_prediction
+        from mlcore.tracking import load_model
+
+        pred = build(PredictParams, params)
+        model, info = load_model(pred.model_uri)
+        tracker.set_tags({TAG + "model_name": str(info["name"]), TAG + "model_version": str(info["version"])})
+        return run_prediction(pred, model, info, tracker=tracker, hooks=hooks)
+    raise ValueError(f"unknown job type {job_type!r}")
 
 
 def run_job(job_type: str, run_id: str, params: dict, *, requeue, worker: str) -> dict:

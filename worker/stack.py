@@ -174,7 +174,7 @@ def worker_names(cfg: StackConfig) -> list[tuple[str, int | None]]:
     return [(f"gpu{i}@{host}", i) if i < gpus else (f"cpu{i}@{host}", None) for i in range(count)]
 
 
-def service_commands(cfg: StackConfig, *, webui_secret: str = "") -> list[Service]:
+def service_commands(cfg: StackConfig, *, webui_env: dict[str, str] | None = None) -> list[Service]:
     """Every service of the stack, in start order (see docker-compose.yml for the team deployment)."""
     s = cfg.state_dir
     redis_cmd = [redis_server_binary(), "--bind", cfg.host, "--port", str(cfg.redis_port), "--dir", str(s / "redis"),
@@ -198,7 +198,7 @@ def service_commands(cfg: StackConfig, *, webui_secret: str = "") -> list[Servic
     services.append(Service("webui", [
         _bin("gunicorn"), "--bind", f"{cfg.host}:{cfg.webui_port}", "--workers", "2", "--threads", "4",
         "--timeout", "60", "webui.wsgi:app",
-    ], env={**client_env(cfg), "SECRET_KEY": webui_secret}, health=_http_ok(cfg.webui_url + "/health")))
+    ], env={**client_env(cfg), **(webui_env or {})}, health=_http_ok(cfg.webui_url + "/health")))
     return services
 
 
@@ -231,20 +231,26 @@ class Stack:
             self.out(f"no dataset under {cfg.data_root}: generating the demo dataset in {cfg.data_root / 'demo'}")
             generate_demo_dataset(cfg.data_root / "demo")
 
-    def secret(self) -> str:
-        """The web UI's SECRET_KEY: from the environment, else one kept in the state directory."""
-        if os.environ.get("SECRET_KEY"):
-            return os.environ["SECRET_KEY"]
-        path = self.cfg.state_dir / "secret_key"
+    def _kept(self, variable: str, filename: str, make: Callable[[], str]) -> str:
+        """A secret from the environment, else one generated once and kept (mode 600) in the state directory."""
+        if os.environ.get(variable):
+            return os.environ[variable]
+        path = self.cfg.state_dir / filename
         if not path.exists():
-            path.write_text(secrets.token_hex(32))
+            path.write_text(make())
             path.chmod(0o600)
         return path.read_text().strip()
+
+    def webui_env(self) -> dict[str, str]:
+        """The web UI's secrets: SECRET_KEY and the first admin's password (printed by `dataslayer up`)."""
+        return {"SECRET_KEY": self._kept("SECRET_KEY", "secret_key", lambda: secrets.token_hex(32)),
+                "DATASLAYER_ADMIN_USER": os.environ.get("DATASLAYER_ADMIN_USER", "admin"),
+                "DATASLAYER_ADMIN_PASSWORD": self._kept("DATASLAYER_ADMIN_PASSWORD", "admin_password", lambda: secrets.token_urlsafe(12))}
 
     def start(self, timeout: float = 120) -> None:
         """Start every service in order, each healthy before the next starts."""
         self.prepare()
-        for svc in service_commands(self.cfg, webui_secret=self.secret()):
+        for svc in service_commands(self.cfg, webui_env=self.webui_env()):
             log = open(self.cfg.state_dir / "logs" / f"{svc.name}.log", "ab")
             proc = subprocess.Popen(svc.cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **svc.env},
                                     start_new_session=True, cwd=self.cfg.state_dir)

@@ -11,7 +11,7 @@ import logging
 import redis
 from mlflow.exceptions import MlflowException
 
-from worker.celery_app import app
+from worker.celery_app import app, soft_limit
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def train(self, run_id: str, params: dict) -> dict:
     return _run(self, "train", run_id, params)
 
 
-@app.task(name="dataslayer.predict", bind=True, soft_time_limit=get_settings().predict_time_limit - 60,
+@app.task(name="dataslayer.predict", bind=True, soft_time_limit=soft_limit(get_settings().predict_time_limit),
           time_limit=get_settings().predict_time_limit)
 def predict(self, run_id: str, params: dict) -> dict:
     """Predict a test folder with a registered model and write the submission."""
