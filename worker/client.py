@@ -170,7 +170,7 @@ class JobClient:
         try:
             run = self.mlflow.create_run(self._experiment_id(experiment), run_name=run_name, tags={
                 **base_tags(), TAG + "job_type": job_type, TAG + "queue": self.settings.queue, TAG + "priority": priority,
-                TAG + "submitted_by": submitted_by, "mlflow.user": submitted_by, **tags})
+                TAG + "submitted_by": submitted_by, TAG + "submitted_at": f"{time.time():.3f}", "mlflow.user": submitted_by, **tags})
         except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, server errors
             raise TrackingUnavailable(f"the tracking server ({self.settings.tracking_uri}) is unavailable: {exc}") from None
         if job_type != "sweep":

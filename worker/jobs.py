@@ -17,6 +17,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from mlflow import MlflowClient
+from mlflow.entities import RunTag
 
 from mlcore.errors import Cancelled, ParamsError, Suspended
 from mlcore.hooks import JobHooks
@@ -151,8 +152,8 @@ def run_job(job_type: str, run_id: str, params: dict, *, requeue, worker: str) -
             reason = f"gave up after {s.max_attempts} attempts: the job's process died each time (out of memory? a crash?)"
             _end_run(client, run_id, "FAILED", reason)
             return {"run_id": run_id, "failed": reason}
-        client.set_tag(run_id, TAG + "attempt", str(attempt))
-        client.set_tag(run_id, TAG + "worker", owner)
+        client.log_batch(run_id, tags=[RunTag(TAG + "attempt", str(attempt)), RunTag(TAG + "worker", owner),
+                                       RunTag(TAG + "started_at", f"{time.time():.3f}")])
         heartbeat.start()
         log.info("%s job %s started on %s (attempt %d)", job_type, run_id, owner, attempt)
         hooks = JobHooks(progress=_progress_logger(heartbeat), should_stop=_stop_check(heartbeat))

@@ -79,3 +79,14 @@ def test_a_pickled_message_is_refused_and_the_queue_keeps_draining(job_client, s
     assert job_client.wait(run_id, timeout=240).status == "FINISHED"
     assert not marker.exists()
     assert redis.Redis.from_url(queue_env["REDIS_URL"]).llen("dataslayer") == 0  # consumed and refused, not stuck
+
+
+def test_the_queue_benchmark_reports_latency_and_throughput(job_client, start_worker, demo_root, tmp_path):
+    from worker.queue_bench import main
+
+    start_worker("w1")
+    out = tmp_path / "bench.json"
+    main(["--data", str(demo_root), "--jobs", "2", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["finished"] == 2
+    assert result["jobs_per_min"] > 0 and result["latency_p50_s"] >= 0 and result["first_start_latency_s"] > 0
