@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -26,6 +27,7 @@ from mlcore.images import BadImage, decode_into, decode_resized
 
 CACHE_VERSION = 1  # bump when decoding changes, so stale caches are not reused
 GPU_DECODE_BATCH = 256
+RESIZE_CHUNK = 64  # images per resize on the device: 64 x 3 x 480 x 640 floats is 236 MB
 
 
 def default_cache_dir() -> Path:
@@ -76,41 +78,67 @@ class ImageCache:
         return self.images.shape[-1]
 
 
+def _read_plain_jpeg(path: Path) -> torch.Tensor | None:
+    """The file's bytes when its header says plain RGB JPEG within the pixel limit, else None (PIL decides)."""
+    import torchvision.io as tio
+
+    try:
+        with Image.open(path) as probe:  # reads the header only: format, mode, size
+            fmt, (w, h) = probe.format, probe.size
+            if w * h > images.MAX_IMAGE_PIXELS or fmt != "JPEG" or probe.mode != "RGB":
+                return None  # PNG, CMYK, bombs: the checked CPU path decides
+        return tio.read_file(str(path))
+    except Exception:
+        return None  # broken files: the checked CPU path names the reason
+
+
+def _resize_batch(imgs: list[torch.Tensor], size: int) -> torch.Tensor:
+    """Stack same-shape uint8 (3, H, W) images and resize them in one antialiased bilinear pass."""
+    from torch.nn import functional as F
+
+    x = torch.stack(imgs)
+    if x.shape[-2:] == (size, size):
+        return x
+    x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
 def _gpu_decode_into(paths: Sequence[Path], size: int, out: np.ndarray, device: torch.device, progress) -> dict[int, str]:
     """Batch-decode JPEGs with nvjpeg on the GPU and resize there; other files go through PIL."""
     import torchvision.io as tio
-    from torch.nn import functional as F
 
     bad: dict[int, str] = {}
-    for start in range(0, len(paths), GPU_DECODE_BATCH):
-        idx = list(range(start, min(start + GPU_DECODE_BATCH, len(paths))))
-        datas, jpeg_idx, pil_idx = [], [], []
-        for i in idx:
-            try:
-                with Image.open(paths[i]) as probe:  # reads the header only: format, mode, size
-                    fmt, (w, h) = probe.format, probe.size
-                    if w * h > images.MAX_IMAGE_PIXELS or fmt != "JPEG" or probe.mode != "RGB":
-                        raise BadImage("not a plain RGB JPEG")
-                datas.append(tio.read_file(str(paths[i])))
-                jpeg_idx.append(i)
-            except Exception:
-                pil_idx.append(i)  # PNG, CMYK, bombs, broken files: the checked CPU path decides
+
+    def pil(i: int) -> None:
         try:
-            decoded = tio.decode_jpeg(datas, mode=tio.ImageReadMode.RGB, device=device) if datas else []
-        except RuntimeError:
-            decoded, pil_idx = [], sorted(pil_idx + jpeg_idx)
-        for i, img in zip(jpeg_idx, decoded):
-            if img.shape[-2:] != (size, size):
-                img = F.interpolate(img[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-                img = img.round_().clamp_(0, 255).to(torch.uint8)
-            out[i] = img.permute(1, 2, 0).cpu().numpy()
-        for i in pil_idx:
+            out[i] = decode_resized(paths[i], size)
+        except BadImage as exc:
+            out[i], bad[i] = 0, str(exc)
+
+    # Header probes and file reads are per-file Python work: threads keep them off the GPU's critical path.
+    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 1), thread_name_prefix="read") as pool:
+        for start in range(0, len(paths), GPU_DECODE_BATCH):
+            idx = list(range(start, min(start + GPU_DECODE_BATCH, len(paths))))
+            found = list(pool.map(_read_plain_jpeg, (paths[i] for i in idx)))
+            jpeg_idx = [i for i, data in zip(idx, found) if data is not None]
+            pil_idx = [i for i, data in zip(idx, found) if data is None]
             try:
-                out[i] = decode_resized(paths[i], size)
-            except BadImage as exc:
-                out[i], bad[i] = 0, str(exc)
-        if progress is not None:
-            progress(idx[-1] + 1)
+                datas = [data for data in found if data is not None]
+                decoded = tio.decode_jpeg(datas, mode=tio.ImageReadMode.RGB, device=device) if datas else []
+            except RuntimeError:  # one bad stream fails the batch: let PIL find and name it
+                decoded, jpeg_idx, pil_idx = [], [], idx
+            # One resize and one device-to-host copy per group of equal-sized images (per-image copies sync each time).
+            groups: dict[tuple, list[int]] = {}
+            for k, img in enumerate(decoded):
+                groups.setdefault(tuple(img.shape), []).append(k)
+            for members in groups.values():
+                for chunk in range(0, len(members), RESIZE_CHUNK):  # bounds the float copy on the device
+                    part = members[chunk:chunk + RESIZE_CHUNK]
+                    resized = _resize_batch([decoded[k] for k in part], size)
+                    out[[jpeg_idx[k] for k in part]] = resized.permute(0, 2, 3, 1).cpu().numpy()
+            list(pool.map(pil, pil_idx))
+            if progress is not None:
+                progress(idx[-1] + 1)
     return bad
 
 

@@ -208,6 +208,16 @@ def models(name):
     emit({"model_name": name, "versions": len(rows), "champion": next((r["version"] for r in rows if "champion" in r["aliases"]), None)})
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+             add_help_option=False)
+@click.pass_context
+def bench(ctx):
+    """Benchmark the notebook's pipeline and the engine side by side (`dataslayer bench --help` for options)."""
+    from mlcore.bench import main as bench_main
+
+    sys.exit(bench_main(ctx.args))
+
+
 @cli.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path), default="demo")
 @click.option("--epochs", default=8, show_default=True, help="epochs of the quick preset")

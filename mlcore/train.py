@@ -20,6 +20,7 @@ from mlcore.cache import build_image_cache, default_cache_dir, iterate_batches
 from mlcore.checkpoint import cpu_state, load_checkpoint, save_checkpoint
 from mlcore.data import DataError, discover_dataset
 from mlcore.engine import (
+    compile_model,
     evaluate,
     make_optimizer,
     make_runtime,
@@ -42,12 +43,6 @@ def _use_compile(params: TrainParams, device: torch.device, total_steps: int) ->
     if params.compile == "auto":
         return device.type == "cuda" and total_steps >= COMPILE_MIN_STEPS
     return params.compile == "on"
-
-
-def _compile(model, batch_size: int):
-    # CUDA graphs (reduce-overhead) remove the launch gaps that dominate small batches.
-    mode = "reduce-overhead" if batch_size <= 64 and next(model.parameters()).is_cuda else None
-    return torch.compile(model, mode=mode)
 
 
 def _drop_bad(indices: np.ndarray, bad: dict[int, str]) -> np.ndarray:
@@ -93,7 +88,7 @@ def run_training(
     optimizer = make_optimizer(model, params.learning_rate, params.weight_decay, device)
     scheduler = make_scheduler(optimizer, params.lr_schedule, round(params.warmup_epochs * steps_per_epoch), total_steps)
     compiled = _use_compile(params, device, total_steps)
-    step_model = _compile(model, params.batch_size) if compiled else model
+    step_model = compile_model(model, params.batch_size) if compiled else model
     spec = AugmentSpec(
         flip=params.aug_flip, rotation=params.aug_rotation, brightness=params.aug_brightness,
         contrast=params.aug_contrast, saturation=params.aug_saturation, hue=params.aug_hue,
@@ -121,6 +116,13 @@ def run_training(
     progress = Progress(hooks, epochs=params.epochs, steps_per_epoch=steps_per_epoch, batch_size=params.batch_size)
     stale = len(history) - best["epoch"]  # epochs since the best one
     first_step_s = None
+
+    def on_step(event: dict) -> None:
+        nonlocal first_step_s
+        if first_step_s is None:  # the engine reports the first step of every epoch
+            first_step_s = time.perf_counter() - t_start
+        progress.step(event)
+
     for epoch in range(start_epoch, params.epochs + 1):
         progress.epoch = epoch
         if params.early_stopping_patience and stale >= params.early_stopping_patience:
@@ -131,9 +133,8 @@ def run_training(
         batches = iterate_batches(cache, train_idx, labels, params.batch_size, device=device, shuffle=True, generator=order_gen)
         train = train_one_epoch(
             step_model, batches, optimizer, augment=lambda x: augment(x, aug_gen), runtime=runtime,
-            steps=steps_per_epoch, scheduler=scheduler, on_step=progress.step, should_stop=hooks.should_stop,
+            steps=steps_per_epoch, scheduler=scheduler, on_step=on_step, should_stop=hooks.should_stop,
         )
-        first_step_s = first_step_s if first_step_s is not None else time.perf_counter() - t_start
         progress.phase("evaluating")
         val = evaluate(model, iterate_batches(cache, val_idx, labels, params.eval_batch_size, device=device), runtime=runtime, should_stop=hooks.should_stop)
         metrics = {
