@@ -1,0 +1,77 @@
+"""Log-in in front of every page but /health, CSRF on every form, safe redirects, log-out."""
+
+import pytest
+from ui_helpers import csrf_token, log_in
+
+PAGES = ["/", "/jobs", "/jobs.json", "/runs/new", "/sweeps/new", "/models", "/submissions", "/datasets", "/profile",
+         "/jobs/0123456789abcdef0123456789abcdef", "/submissions/0123456789abcdef0123456789abcdef/submission.csv"]
+
+
+def test_health_answers_without_login(client):
+    response = client.get("/health")
+    assert response.status_code == 200 and response.json == {"status": "ok"}
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_no_session_redirects_to_login(client, path):
+    response = client.get(path)
+    if path.endswith(".json"):
+        assert response.status_code == 401 and response.json["error"]
+    else:
+        assert response.status_code == 302 and response.headers["Location"].startswith("/login?next=")
+
+
+@pytest.mark.parametrize("path", ["/runs/new", "/sweeps/new", "/submissions", "/jobs/0123456789abcdef0123456789abcdef/cancel",
+                                  "/models/fall-detector/1/promote", "/sweeps/preview"])
+def test_no_session_cannot_post(client, path):
+    response = client.post(path, data={"csrf_token": csrf_token(client)})
+    assert response.status_code in (302, 401)
+
+
+def test_login_page_and_assets_are_public(client):
+    assert client.get("/login").status_code == 200
+    assert client.get("/static/app.css").status_code == 200 and client.get("/static/app.js").status_code == 200
+
+
+def test_login_returns_to_the_page_asked_for(client):
+    token = csrf_token(client)
+    response = client.post("/login?next=/models", data={"username": "admin", "password": "correct horse battery staple",
+                                                        "csrf_token": token})
+    assert response.headers["Location"] == "/models"
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)"])
+def test_login_never_redirects_off_site(client, target):
+    token = csrf_token(client)
+    response = client.post("/login", query_string={"next": target},
+                           data={"username": "admin", "password": "correct horse battery staple", "csrf_token": token})
+    assert response.headers["Location"] == "/jobs"
+
+
+def test_login_without_csrf_token_is_refused(client):
+    response = client.post("/login", data={"username": "admin", "password": "correct horse battery staple"})
+    assert response.status_code == 400 and "refused" in response.get_data(as_text=True)
+    assert client.get("/jobs").status_code == 302
+
+
+def test_logout_needs_post_and_csrf(user_client):
+    assert user_client.get("/logout").status_code == 405
+    assert user_client.post("/logout").status_code == 400
+    assert user_client.get("/jobs").status_code == 200
+    assert user_client.post("/logout", data={"csrf_token": csrf_token(user_client, "/jobs")}).status_code == 302
+    assert user_client.get("/jobs").status_code == 302
+
+
+def test_a_session_of_an_unknown_user_is_no_session(client):
+    with client.session_transaction() as session:
+        session["user"] = "mallory"
+    assert client.get("/jobs").status_code == 302
+
+
+def test_profile_shows_a_personal_api_token(user_client):
+    html = user_client.get("/profile").get_data(as_text=True)
+    assert "ds_" in html and "/api/openapi.json" in html
+
+
+def test_log_in_helper_works(client):
+    assert log_in(client).status_code == 302

@@ -1,0 +1,124 @@
+"""Settings of the web UI, read from the environment once when the app is created."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from flask import Flask
+from werkzeug.security import generate_password_hash
+
+from mlcore.params import TrainParams
+
+log = logging.getLogger(__name__)
+HASH_PREFIXES = ("scrypt:", "pbkdf2:")
+MIN_TOKEN_LENGTH = 16
+
+
+class ConfigError(RuntimeError):
+    """The UI cannot start with this configuration; the message says which variable to set."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def from_environment() -> dict:
+    """Every setting the UI reads, with the local stack's defaults."""
+    state_dir = Path(_env("DATASLAYER_STATE_DIR", ".state")).resolve()
+    return {
+        "SECRET_KEY": _env("SECRET_KEY"),
+        "DEV_MODE": _env("DATASLAYER_DEV") == "1" or _env("FLASK_DEBUG") == "1",
+        # REDIS_URL and MLFLOW_TRACKING_URI are read by worker.settings, as in the workers.
+        # Where the browser reaches the MLflow UI: behind a proxy it differs from the URI the server uses.
+        "MLFLOW_PUBLIC_URL": _env("DATASLAYER_MLFLOW_PUBLIC_URL"),
+        "STATE_DIR": state_dir,
+        "DATA_ROOT": Path(_env("DATASLAYER_DATA_ROOT", str(state_dir / "data"))),
+        "MODEL_NAME": _env("DATASLAYER_MODEL_NAME", TrainParams.model_fields["registered_model_name"].default),
+        "ADMIN_USER": _env("DATASLAYER_ADMIN_USER", "admin"),
+        "ADMIN_PASSWORD": _env("DATASLAYER_ADMIN_PASSWORD"),
+        "USERS_FILE": _env("DATASLAYER_USERS_FILE"),
+        "API_TOKENS": _env("DATASLAYER_API_TOKENS", ""),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": _env("DATASLAYER_SECURE_COOKIES") == "1",
+        # Reverse proxies in front of the UI (TLS termination): trust that many X-Forwarded-* hops.
+        "TRUSTED_PROXIES": int(_env("DATASLAYER_TRUSTED_PROXIES", "0")),
+        "SESSION_COOKIE_NAME": "dataslayer_session",
+        "PERMANENT_SESSION_LIFETIME": timedelta(hours=12),
+        # A form left open all day must still submit: the CSRF token lives as long as the session.
+        "WTF_CSRF_TIME_LIMIT": 12 * 3600,
+        "MAX_CONTENT_LENGTH": 1024 * 1024,  # forms and JSON only; nothing is uploaded
+    }
+
+
+def configure(app: Flask, test_config: dict | None) -> None:
+    """Load settings (environment, then FLASK_* overrides, then the test's) and check them."""
+    app.config.from_mapping(from_environment())
+    app.config.from_prefixed_env()
+    if test_config:
+        app.config.from_mapping(test_config)
+    app.config["DEV_MODE"] = bool(app.config["DEV_MODE"] or app.debug)
+    app.config["DATA_ROOT"] = Path(app.config["DATA_ROOT"])
+    app.config["STATE_DIR"] = Path(app.config["STATE_DIR"])
+    _check_secret_key(app)
+    app.config["USERS"] = load_users(app.config)
+    app.config["API_TOKEN_USERS"] = parse_api_tokens(app.config["API_TOKENS"])
+    if not app.config["USERS"] and not app.config["API_TOKEN_USERS"]:
+        raise ConfigError("no users: set DATASLAYER_ADMIN_PASSWORD (and DATASLAYER_ADMIN_USER), or DATASLAYER_USERS_FILE")
+
+
+def _check_secret_key(app: Flask) -> None:
+    if app.config.get("SECRET_KEY"):
+        if len(str(app.config["SECRET_KEY"])) < 16 and not (app.config["DEV_MODE"] or app.testing):
+            raise ConfigError("SECRET_KEY is too short: use at least 16 random characters (python -c 'import secrets; print(secrets.token_hex(32))')")
+        return
+    if not (app.config["DEV_MODE"] or app.testing):
+        raise ConfigError("SECRET_KEY is not set: the web UI signs sessions with it. Set SECRET_KEY to a long random "
+                          "string (python -c 'import secrets; print(secrets.token_hex(32))'), or DATASLAYER_DEV=1 for a "
+                          "development server")
+    # Development only: sessions end when the process does, which is what a dev server wants.
+    app.config["SECRET_KEY"] = secrets.token_hex(32)
+    log.warning("SECRET_KEY not set: using a random one (development mode)")
+
+
+def load_users(config: dict) -> dict[str, str]:
+    """User name -> password hash: the first admin from the environment, more from DATASLAYER_USERS_FILE."""
+    users: dict[str, str] = {}
+    if config.get("ADMIN_PASSWORD"):
+        users[config["ADMIN_USER"]] = generate_password_hash(config["ADMIN_PASSWORD"])
+    elif config.get("DEV_MODE"):
+        password = secrets.token_urlsafe(12)
+        users[config["ADMIN_USER"]] = generate_password_hash(password)
+        log.warning("DATASLAYER_ADMIN_PASSWORD not set: log in as %s / %s (development mode)", config["ADMIN_USER"], password)
+    path = config.get("USERS_FILE")
+    if path:
+        try:
+            extra = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"DATASLAYER_USERS_FILE {path}: cannot read it as JSON ({exc})") from None
+        if not isinstance(extra, dict):
+            raise ConfigError(f"DATASLAYER_USERS_FILE {path}: expected an object of name -> password hash")
+        for name, hashed in extra.items():
+            # Plain-text passwords in a file are refused rather than silently accepted.
+            if not isinstance(hashed, str) or not hashed.startswith(HASH_PREFIXES):
+                raise ConfigError(f"DATASLAYER_USERS_FILE: the password of {name!r} is not a werkzeug hash "
+                                  "(make one with python -c 'from werkzeug.security import generate_password_hash as g; print(g(\"PASSWORD\"))')")
+            users.setdefault(str(name), hashed)
+    return users
+
+
+def parse_api_tokens(spec: str) -> dict[str, str]:
+    """Token -> user name, from `user:token,user2:token2`."""
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in (spec or "").split(","))):
+        user, sep, token = item.partition(":")
+        if not sep or not user or len(token) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"DATASLAYER_API_TOKENS: expected user:token pairs with tokens of at least {MIN_TOKEN_LENGTH} characters")
+        out[token] = user
+    return out

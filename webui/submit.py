@@ -1,0 +1,130 @@
+"""Queueing from the forms and the API: datasets by name, web-only limits, then the JobClient.
+
+Both entrances pass through here so they refuse the same things: a path in any field, a weights
+file named by path, an unknown dataset. Everything else is the parameter models' job.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import current_app
+
+from mlcore.errors import ParamsError
+from mlcore.params import MODEL_NAME_RE
+from webui.datasets import UnknownDataset, resolve_dataset
+from webui.jobqueue import jobs
+from webui.paramforms import WEB_CHOICES
+from worker.client import PRIORITIES
+from worker.sweep import SweepParams
+
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+SERVER_ONLY = {"data_dir", "output"}  # chosen by the server; a request may not set them
+
+
+def idempotency_key(user: str, token: str | None) -> str | None:
+    """The JobClient key of a form token (per user, so one user's token never matches another's)."""
+    if not token:
+        return None
+    if not IDEMPOTENCY_KEY.match(token):
+        raise ParamsError("idempotency_key", "expected 8 to 64 letters, digits, '-' or '_'")
+    return f"webui:{user}:{token}"
+
+
+def check_priority(priority: Any) -> str:
+    """One of high, normal, low."""
+    if priority not in PRIORITIES:
+        raise ParamsError("priority", f"expected one of {', '.join(PRIORITIES)}")
+    return priority
+
+
+def _dataset_dir(name: Any, kind: str) -> str:
+    if name in (None, ""):
+        raise ParamsError("dataset", "choose a dataset")
+    try:
+        return str(resolve_dataset(name, kind))
+    except UnknownDataset as exc:
+        raise ParamsError("dataset", f"{exc}; choose one of the datasets listed") from None
+
+
+def _web_limits(values: dict[str, Any], where: str = "") -> None:
+    """Refuse what only the server may choose, and weights files (they are paths)."""
+    for key in SERVER_ONLY & set(values):
+        raise ParamsError(where + key, "is chosen by the server: pick a dataset by name instead")
+    for key, allowed in WEB_CHOICES.items():
+        if key in values:
+            chosen = values[key] if isinstance(values[key], list) else [values[key]]
+            bad = [v for v in chosen if v not in allowed]
+            if bad:
+                raise ParamsError(where + key, f"expected one of {', '.join(allowed)}")
+
+
+def run_name(value: Any) -> str | None:
+    """An optional run name (shown in the jobs list and MLflow)."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or len(value) > 100 or any(ord(c) < 32 for c in value):
+        raise ParamsError("name", "use at most 100 printable characters")
+    return value.strip() or None
+
+
+def queue_train(values: dict[str, Any], dataset: Any, *, priority: Any, user: str, token: str | None = None,
+                name: Any = None) -> str:
+    """Validate and queue one training job; returns its run id."""
+    _web_limits(values)
+    key = idempotency_key(user, token)
+    values = {**values, "data_dir": _dataset_dir(dataset, "train")}
+    return jobs().submit_train(values, priority=check_priority(priority), submitted_by=user, idempotency_key=key,
+                               run_name=run_name(name))
+
+
+def sweep_values(base: dict[str, Any], dataset: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """The SweepParams values for a base, a dataset and the sweep's own settings."""
+    _web_limits(base)
+    for field in ("grid", "ranges"):
+        if not isinstance(spec.get(field, {}), dict):
+            raise ParamsError(field, "expected an object of field -> values")
+    _web_limits(spec.get("grid", {}), "grid.")
+    _web_limits(spec.get("ranges", {}), "ranges.")
+    return {**spec, "base": {**base, "data_dir": _dataset_dir(dataset, "train")}}
+
+
+def count_sweep(values: dict[str, Any]) -> int:
+    """How many runs a sweep makes; every child is validated (ParamsError names the field)."""
+    from worker.sweep import sweep_params
+
+    return len(sweep_params(values).children())
+
+
+def queue_sweep(values: dict[str, Any], *, priority: Any, user: str, token: str | None = None) -> str:
+    """Validate and queue a sweep; returns the parent's run id."""
+    key = idempotency_key(user, token)
+    return jobs().submit_sweep(values, priority=check_priority(priority), submitted_by=user, idempotency_key=key)
+
+
+def model_uri(version: Any) -> str:
+    """models:/NAME@champion, or models:/NAME/VERSION for a chosen version."""
+    name = current_app.config["MODEL_NAME"]
+    if not MODEL_NAME_RE.match(name):
+        raise ParamsError("model", "the configured model name is invalid")
+    if version in (None, "", "champion"):
+        return f"models:/{name}@champion"
+    if not re.fullmatch(r"\d{1,9}", str(version)):
+        raise ParamsError("model_version", "expected a version number or 'champion'")
+    return f"models:/{name}/{int(version)}"
+
+
+def queue_predict(dataset: Any, *, version: Any, threshold: Any, priority: Any, user: str, token: str | None = None) -> str:
+    """Queue a prediction job writing a fresh submission; returns its run id."""
+    key = idempotency_key(user, token)
+    values: dict[str, Any] = {"data_dir": _dataset_dir(dataset, "test"), "model_uri": model_uri(version)}
+    if threshold not in (None, ""):
+        values["threshold"] = threshold
+    return jobs().submit_predict(values, priority=check_priority(priority), submitted_by=user, idempotency_key=key,
+                                 run_name="submission")
+
+
+def sweep_fields() -> set[str]:
+    """SweepParams' own settings (besides base, grid and ranges)."""
+    return set(SweepParams.model_fields) - {"base", "grid", "ranges"}
