@@ -166,16 +166,21 @@ def client_env(cfg: StackConfig) -> dict[str, str]:
             "DATASLAYER_DATA_ROOT": str(cfg.data_root), "DATASLAYER_CACHE_DIR": str(cfg.state_dir / "cache")}
 
 
-def worker_names(cfg: StackConfig) -> list[tuple[str, int | None]]:
-    """(node name, GPU index or None) of every worker the stack runs."""
-    gpus = gpu_count()
+def worker_names(cfg: StackConfig, *, gpus: int | None = None, host: str | None = None) -> list[tuple[str, int | None]]:
+    """(node name, GPU index or None) of every worker the stack runs; `gpus` and `host` default to this machine's."""
+    gpus = gpu_count() if gpus is None else gpus
     count = cfg.workers if cfg.workers is not None else max(gpus, 1)
-    host = socket.gethostname()
+    host = host or socket.gethostname()
     return [(f"gpu{i}@{host}", i) if i < gpus else (f"cpu{i}@{host}", None) for i in range(count)]
 
 
-def service_commands(cfg: StackConfig, *, webui_env: dict[str, str] | None = None) -> list[Service]:
-    """Every service of the stack, in start order (see docker-compose.yml for the team deployment)."""
+def service_commands(cfg: StackConfig, *, webui_env: dict[str, str] | None = None, gpus: int | None = None,
+                     host: str | None = None, include_webui: bool | None = None) -> list[Service]:
+    """Every service of the stack, in start order (see docker-compose.yml for the team deployment).
+
+    `gpus`, `host` and `include_webui` default to this machine (its GPUs, its name, whether `webui.wsgi`
+    is installed); tests/infra sets them to describe another machine, e.g. a compose host with 4 GPUs.
+    """
     s = cfg.state_dir
     redis_cmd = [redis_server_binary(), "--bind", cfg.host, "--port", str(cfg.redis_port), "--dir", str(s / "redis"),
                  "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", "", "--protected-mode", "yes"]
@@ -190,10 +195,12 @@ def service_commands(cfg: StackConfig, *, webui_env: dict[str, str] | None = Non
             "--allowed-hosts", f"{cfg.host}:{cfg.mlflow_port},localhost:{cfg.mlflow_port}",
         ], env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, health=_http_ok(cfg.tracking_uri + "/health")),
     ]
-    for name, gpu in worker_names(cfg):
+    for name, gpu in worker_names(cfg, gpus=gpus, host=host):
         cmd = [_bin("dataslayer"), "worker", "--name", name] + (["--gpu", str(gpu)] if gpu is not None else [])
         services.append(Service(name.split("@")[0], cmd, env=client_env(cfg), health=_worker_ok(cfg.redis_url, name)))
-    if importlib.util.find_spec("webui") is None or importlib.util.find_spec("webui.wsgi") is None:
+    if include_webui is None:
+        include_webui = importlib.util.find_spec("webui") is not None and importlib.util.find_spec("webui.wsgi") is not None
+    if not include_webui:
         return services  # the UI is optional until it exists
     services.append(Service("webui", [
         _bin("gunicorn"), "--bind", f"{cfg.host}:{cfg.webui_port}", "--workers", "2", "--threads", "4",
