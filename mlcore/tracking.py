@@ -167,9 +167,14 @@ class MlflowTracker:
         """Set run tags (queued while the server is down)."""
         self._send("tags", [RunTag(k, str(v)) for k, v in tags.items()])
 
+    def _await_server(self) -> None:
+        """Before the end-of-job records: wait (bounded) for the server, then send what was kept."""
+        self._retry(lambda: self.client.get_run(self.run_id))
+        self._retry(self.flush)
+
     def log_evaluation(self, ev: dict) -> None:
         """Plots, reports, the validation predictions table and the skipped-files list of the best model."""
-        self.flush()
+        self._await_server()
         for name, fig in (
             ("plots/learning_curve.png", plots.learning_curve(ev["history"])),
             ("plots/confusion_matrix.png", plots.confusion_matrix_figure(ev["report"]["confusion_matrix"])),
@@ -197,6 +202,7 @@ class MlflowTracker:
         """Log the best model (torch.export, no pickle) and register it with its threshold as version tags."""
         import torch
 
+        self._await_server()
         size = int(info["image_size"])
         example = np.random.default_rng(0).random((2, 3, size, size), dtype=np.float32)  # batch 2 keeps the batch dim dynamic
         signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, size, size))]),
@@ -220,6 +226,7 @@ class MlflowTracker:
 
     def log_prediction(self, result: dict, files: list[str]) -> None:
         """The submission, probabilities and report of a prediction job."""
+        self._await_server()
         for f in files:
             mlflow.log_artifact(f, "submission")
         mlflow.log_dict(result, "reports/prediction.json")

@@ -9,6 +9,7 @@ enqueue deletes the run it created, so a submit never leaves a job half-way.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -24,6 +25,9 @@ from worker.state import PREFIX, JobState, connect
 from worker.sweep import SweepParams, sweep_params
 
 PRIORITIES = ("high", "normal", "low")
+STATUSES = ("SCHEDULED", "RUNNING", "FINISHED", "FAILED", "KILLED")
+JOB_TYPES = ("train", "predict", "sweep")
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 TAG = "dataslayer."
 PARAMS_TAG = TAG + "params_json"  # the job's parameters as the task received them: lets the reconciler requeue it
@@ -183,7 +187,7 @@ class JobClient:
 
     def _send(self, job_type: str, run_id: str, params: dict, priority: str, on_error: Callable[[], None]) -> None:
         try:
-            enqueue(job_type, run_id, params, priority)
+            enqueue(job_type, run_id, params, priority, self.settings)
         except Exception as exc:  # noqa: BLE001
             on_error()
             raise QueueUnavailable(f"could not queue the job: {exc}") from None
@@ -207,7 +211,7 @@ class JobClient:
             for child in self.list_jobs(sweep=run_id):
                 if not child.done:
                     self.cancel(child.run_id)
-            enqueue("sweep", run_id, {}, "high")  # the scheduler ends the parent
+            enqueue("sweep", run_id, {}, "high", self.settings)  # the scheduler ends the parent
         elif job.status == "SCHEDULED" and not JobState(self.redis, run_id).lease_owner():
             self.mlflow.set_tag(run_id, TAG + "failure", "cancelled before it started")
             self.mlflow.set_terminated(run_id, "KILLED")
@@ -237,6 +241,13 @@ class JobClient:
     def list_jobs(self, *, status: str | None = None, job_type: str | None = None, sweep: str | None = None,
                   limit: int = 200, with_progress: bool = False) -> list[Job]:
         """Jobs newest first, filtered by MLflow status, job type or sweep parent."""
+        # Values go into an MLflow filter string: accept only known words and run ids.
+        if status is not None and status not in STATUSES:
+            raise ParamsError("status", f"expected one of {', '.join(STATUSES)}")
+        if job_type is not None and job_type not in JOB_TYPES:
+            raise ParamsError("job_type", f"expected one of {', '.join(JOB_TYPES)}")
+        if sweep is not None and not RUN_ID.fullmatch(sweep):
+            raise ParamsError("sweep", "expected a run id (32 hexadecimal digits)")
         filters = [f"tags.`{TAG}job_type` != ''"]
         if status:
             filters.append(f"attributes.status = '{status}'")
@@ -267,11 +278,11 @@ class JobClient:
             time.sleep(poll)
 
 
-def enqueue(job_type: str, run_id: str, params: dict, priority: str = "normal") -> None:
-    """Send the task of a job (by name, so no task code is imported here)."""
+def enqueue(job_type: str, run_id: str, params: dict, priority: str = "normal", settings: Settings | None = None) -> None:
+    """Send the task of a job (by name, so no task code is imported here) to the queue of `settings`."""
     from worker.celery_app import PRIORITIES as STEPS
 
-    settings = get_settings()
+    settings = settings or get_settings()
     args = [run_id] if job_type == "sweep" else [run_id, params]
     _producer(settings.redis_url).send_task(f"dataslayer.{job_type}", args=args, priority=STEPS[priority], queue=settings.queue)
 
@@ -281,4 +292,6 @@ def _producer(redis_url: str):
     """A Celery app for sending, per broker URL (settings may change between tests, or per tenant)."""
     from worker.celery_app import make_app
 
-    return make_app()
+    app = make_app()
+    app.conf.broker_url = app.conf.result_backend = redis_url
+    return app

@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Any
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from mlflow import MlflowClient
 from mlflow.entities import RunTag
@@ -78,6 +79,15 @@ def _stop_check(heartbeat: Heartbeat):
     return should_stop
 
 
+def _quietly(fn, default=None):
+    """Call fn, tolerating a Redis outage: the job's result lives in MLflow, these keys only help."""
+    try:
+        return fn()
+    except redis.RedisError as exc:
+        log.warning("redis unavailable: %s", exc)
+        return default
+
+
 def _end_run(client: MlflowClient, run_id: str, status: str, reason: str) -> None:
     client.set_tag(run_id, TAG + "failure", reason)
     client.set_terminated(run_id, status)
@@ -101,7 +111,7 @@ def _execute(job_type: str, run_id: str, params: dict, hooks: JobHooks, state: J
             limit = s.train_time_limit if job_type == "train" else s.predict_time_limit
             raise TimeoutError(f"the job ran past its time limit ({limit} s; DATASLAYER_{job_type.upper()}_TIME_LIMIT)") from None
         finally:
-            tail = state.log_tail(500)
+            tail = _quietly(lambda: state.log_tail(500), [])
             if tail:
                 mlflow.log_text("\n".join(tail) + "\n", "logs/job.log")
 
@@ -119,7 +129,10 @@ def _dispatch(job_type: str, run_id: str, params: dict, hooks: JobHooks, tracker
         from mlcore.predict import run_prediction
         from mlcore.tracking import load_model
 
+        # The submission's home is the run's artifacts; on the worker it is written to a folder of its own,
+        # so concurrent predictions never overwrite each other whatever `output` says.
         pred = build(PredictParams, params)
+        pred = pred.model_copy(update={"output": get_settings().state_dir / "submissions" / run_id / pred.output.name})
         model, info = load_model(pred.model_uri)
         tracker.set_tags({TAG + "model_name": str(info["name"]), TAG + "model_version": str(info["version"])})
         return run_prediction(pred, model, info, tracker=tracker, hooks=hooks)
@@ -154,6 +167,11 @@ def run_job(job_type: str, run_id: str, params: dict, *, requeue, worker: str) -
             return {"run_id": run_id, "failed": reason}
         client.log_batch(run_id, tags=[RunTag(TAG + "attempt", str(attempt)), RunTag(TAG + "worker", owner),
                                        RunTag(TAG + "started_at", f"{time.time():.3f}")])
+        # RUNNING from the moment the lease is ours: if this process dies before the job's own
+        # tracker starts, the reconciler still finds the run (it looks for RUNNING runs without a lease).
+        client.update_run(run_id, status="RUNNING")
+        heartbeat.attempt = attempt
+        heartbeat.publish({"phase": "starting"})  # replaces the snapshot an earlier attempt left
         heartbeat.start()
         log.info("%s job %s started on %s (attempt %d)", job_type, run_id, owner, attempt)
         hooks = JobHooks(progress=_progress_logger(heartbeat), should_stop=_stop_check(heartbeat))
@@ -163,7 +181,7 @@ def run_job(job_type: str, run_id: str, params: dict, *, requeue, worker: str) -
         shutil.rmtree(s.checkpoint_root / run_id, ignore_errors=True)
         return summary
     except Preempted:
-        state.forgive_attempt()
+        _quietly(state.forgive_attempt)
         heartbeat.publish({"phase": "queued", "note": "preempted by a worker shutdown; resumes from its checkpoint"})
         try:
             requeue()
@@ -190,4 +208,4 @@ def run_job(job_type: str, run_id: str, params: dict, *, requeue, worker: str) -
         signal.signal(signal.SIGTERM, previous)
         heartbeat.stop()
         logging.getLogger().removeHandler(handler)
-        state.release_lease(owner)
+        _quietly(lambda: state.release_lease(owner))  # with Redis down, the lease simply expires

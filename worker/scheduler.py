@@ -37,7 +37,7 @@ def advance_sweep(client: JobClient, parent_id: str) -> dict:
             cap = int(parent.tags.get(TAG + "max_concurrent", "1"))
             for child in waiting[: max(0, cap - len(active))]:
                 client.mlflow.set_tag(child.run_id, TAG + "enqueued", "1")
-                enqueue("train", child.run_id, json.loads(child.tags[PARAMS_TAG]), parent.priority)
+                enqueue("train", child.run_id, json.loads(child.tags[PARAMS_TAG]), parent.priority, client.settings)
                 started.append(child.run_id)
         if all(c.done for c in children) or (cancelled and not active):
             return _finish_sweep(client, parent, children, cancelled)
@@ -49,7 +49,7 @@ def _finish_sweep(client: JobClient, parent, children, cancelled: bool) -> dict:
     finished = [c for c in children if c.status == "FINISHED" and SCORE in c.metrics]
     result: dict = {"parent": parent.run_id, "children": len(children), "finished": len(finished)}
     if finished:
-        best = max(finished, key=lambda c: c.metrics[SCORE])
+        best = max(finished, key=lambda c: c.metrics[SCORE])  # on a tie, the first child in sweep order
         client.mlflow.log_metric(parent.run_id, SCORE, best.metrics[SCORE])
         client.mlflow.set_tag(parent.run_id, TAG + "best_child_run_id", best.run_id)
         result.update(best_child_run_id=best.run_id, score=best.metrics[SCORE])
@@ -101,12 +101,12 @@ def reconcile(client: JobClient) -> list[dict]:
         elif PARAMS_TAG in job.tags:
             client.mlflow.update_run(job.run_id, status="SCHEDULED")
             client.mlflow.set_tag(job.run_id, TAG + "recovered", str(int(job.tags.get(TAG + "recovered", "0")) + 1))
-            enqueue(job.job_type, job.run_id, json.loads(job.tags[PARAMS_TAG]), job.priority)
+            enqueue(job.job_type, job.run_id, json.loads(job.tags[PARAMS_TAG]), job.priority, client.settings)
             actions.append({"run_id": job.run_id, "action": "requeued"})
     for job in client.list_jobs(status="SCHEDULED", limit=1000):
         if job.tags.get(TAG + "requeue_pending") == "1" and PARAMS_TAG in job.tags and not JobState(client.redis, job.run_id).lease_owner():
             client.mlflow.set_tag(job.run_id, TAG + "requeue_pending", "0")
-            enqueue(job.job_type, job.run_id, json.loads(job.tags[PARAMS_TAG]), job.priority)
+            enqueue(job.job_type, job.run_id, json.loads(job.tags[PARAMS_TAG]), job.priority, client.settings)
             actions.append({"run_id": job.run_id, "action": "requeued after preemption"})
     for action in actions:
         log.warning("reconciler: %s", action)

@@ -115,6 +115,7 @@ class Heartbeat(threading.Thread):
     def __init__(self, state: JobState, owner: str, *, ttl: int, every: float, worker: str):
         super().__init__(name=f"heartbeat-{state.run_id[:8]}", daemon=True)
         self.state, self.owner, self.ttl, self.every, self.worker = state, owner, ttl, every, worker
+        self.attempt = 0
         self.cancelled = threading.Event()
         self.preempted = threading.Event()
         self.lease_lost = threading.Event()
@@ -127,7 +128,7 @@ class Heartbeat(threading.Thread):
     def publish(self, progress: dict[str, Any]) -> None:
         """Record the latest progress; sent on the next beat (or at once for a phase change)."""
         phase_changed = progress.get("phase") != self._latest.get("phase")
-        self._latest = {**progress, "updated": time.time(), "worker": self.worker}
+        self._latest = {**progress, "updated": time.time(), "worker": self.worker, "attempt": self.attempt}
         self._dirty.set()
         if phase_changed:
             self._wake.set()

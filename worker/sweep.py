@@ -104,7 +104,8 @@ class SweepParams(BaseModel):
             except ParamsError as exc:
                 where = "grid" if exc.field in self.grid else "ranges" if exc.field in self.ranges else "base"
                 field = f"{where}.{exc.field}" if where != "base" else exc.field
-                raise ParamsError(field, f"{exc.message} (run {i + 1}: {combo})", exc.errors) from None
+                errors = [{**e, "field": field if e["field"] == exc.field else e["field"]} for e in exc.errors]
+                raise ParamsError(field, f"{exc.message} (run {i + 1}: {combo})", errors) from None
         return out
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import VENV_BIN
+from services import VENV_BIN
 
 
 def dataslayer(*args, env=None, cwd=None, check=True):

@@ -4,8 +4,8 @@ import csv
 
 import mlflow
 import pytest
-from conftest import MlflowServer
 from mlflow import MlflowClient
+from services import MlflowServer
 
 from mlcore.engine import Cancelled
 from mlcore.params import PredictParams, build, train_params

@@ -10,18 +10,16 @@ import time
 
 import psutil
 import redis
-from conftest import MlflowServer
 from queue_helpers import epoch_steps, versions_of, wait_until
+from services import MlflowServer
 
 from worker.client import enqueue
 
 
-def _training(job_client, run_id, epoch: int = 1):
-    """Wait until the job trains epoch >= `epoch` (so the checkpoint of epoch-1 exists)."""
-    def ready():
-        p = job_client.job(run_id).progress or {}
-        return p.get("phase") == "training" and p.get("epoch", 0) >= epoch
-    wait_until(ready, 240, 0.3, f"epoch {epoch} of {run_id}")
+def _checkpointed(job_client, run_id):
+    """Wait until the job has written its first epoch's checkpoint (it is then mid-training)."""
+    path = job_client.settings.checkpoint_root / run_id / "last.pt"
+    wait_until(path.exists, 240, 0.05, f"the first checkpoint of {run_id}")
 
 
 def _assert_once(job_client, run_id, model_name, epochs):
@@ -36,25 +34,25 @@ def _assert_once(job_client, run_id, model_name, epochs):
 
 def test_sigkill_of_the_worker_mid_training_resumes_from_the_checkpoint_once(job_client, start_worker, tiny_job):
     w1 = start_worker("w1")
-    run_id = job_client.submit_train({**tiny_job, "epochs": 4})
-    _training(job_client, run_id, epoch=2)
+    run_id = job_client.submit_train({**tiny_job, "epochs": 8})
+    _checkpointed(job_client, run_id)
     w1.signal(signal.SIGKILL)  # the whole worker: parent, pool child, reconciler
     start_worker("w2")  # its reconciler finds the run RUNNING with an expired lease and requeues it
     job_client.wait(run_id, timeout=300)
-    job = _assert_once(job_client, run_id, tiny_job["registered_model_name"], 4)
+    job = _assert_once(job_client, run_id, tiny_job["registered_model_name"], 8)
     assert int(job.tags["dataslayer.resumed_from_epoch"]) >= 1 and job.tags["dataslayer.recovered"] == "1"
 
 
 def test_sigterm_of_the_worker_requeues_its_job_which_resumes_elsewhere(job_client, start_worker, tiny_job):
     w1 = start_worker("w1")
-    run_id = job_client.submit_train({**tiny_job, "epochs": 4})
-    _training(job_client, run_id, epoch=2)
+    run_id = job_client.submit_train({**tiny_job, "epochs": 8})
+    _checkpointed(job_client, run_id)
     w1.signal(signal.SIGTERM, group=False)  # a deploy: only the worker's main process is told
     wait_until(lambda: w1.proc.poll() is not None, 60, what="the worker to exit")
     assert job_client.job(run_id).status == "SCHEDULED"  # back in the queue, not failed
     start_worker("w2")
     job_client.wait(run_id, timeout=300)
-    job = _assert_once(job_client, run_id, tiny_job["registered_model_name"], 4)
+    job = _assert_once(job_client, run_id, tiny_job["registered_model_name"], 8)
     assert int(job.tags["dataslayer.resumed_from_epoch"]) >= 1
     assert job.tags["dataslayer.attempt"] == "1"  # a preemption is not a failed attempt
 
@@ -62,11 +60,11 @@ def test_sigterm_of_the_worker_requeues_its_job_which_resumes_elsewhere(job_clie
 def test_a_redelivered_message_for_a_running_job_does_not_train_twice(job_client, start_worker, tiny_job, redis_server):
     start_worker("w1")
     start_worker("w2")
-    run_id = job_client.submit_train({**tiny_job, "epochs": 3})
-    _training(job_client, run_id)
+    run_id = job_client.submit_train({**tiny_job, "epochs": 6})
+    _checkpointed(job_client, run_id)
     enqueue("train", run_id, json.loads(job_client.job(run_id).tags["dataslayer.params_json"]))  # a second copy
     job_client.wait(run_id, timeout=300)
-    _assert_once(job_client, run_id, tiny_job["registered_model_name"], 3)
+    _assert_once(job_client, run_id, tiny_job["registered_model_name"], 6)
     assert redis.Redis.from_url(redis_server.url).get(f"dataslayer:attempts:{run_id}") == b"1"
 
 
@@ -75,8 +73,8 @@ def test_the_pool_child_killed_on_every_attempt_fails_the_job_and_the_next_job_r
     doomed = job_client.submit_train({**tiny_job, "epochs": 200})
     nxt = job_client.submit_train(tiny_job)
     for attempt in (1, 2):
-        wait_until(lambda a=attempt: job_client.job(doomed).tags.get("dataslayer.attempt") == str(a)
-                   and (job_client.job(doomed).progress or {}).get("phase") == "training", 240, 0.3, f"attempt {attempt}")
+        wait_until(lambda a=attempt: (p := job_client.job(doomed).progress or {}).get("attempt") == a
+                   and p.get("phase") == "training", 240, 0.3, f"attempt {attempt} to train")
         for child in psutil.Process(w1.proc.pid).children():
             if "reconciler" not in " ".join(child.cmdline()):
                 child.kill()  # the pool child running the job, never the worker itself
@@ -88,8 +86,8 @@ def test_the_pool_child_killed_on_every_attempt_fails_the_job_and_the_next_job_r
 
 def test_restarting_redis_with_jobs_queued_and_running_loses_none(job_client, start_worker, tiny_job, redis_server):
     start_worker("w1")
-    runs = [job_client.submit_train({**tiny_job, "epochs": 2}) for _ in range(3)]
-    _training(job_client, runs[0])
+    runs = [job_client.submit_train({**tiny_job, "epochs": 6}) for _ in range(3)]
+    _checkpointed(job_client, runs[0])
     redis_server.stop()
     time.sleep(3)
     redis_server.start()  # same port, same append-only file
@@ -97,7 +95,7 @@ def test_restarting_redis_with_jobs_queued_and_running_loses_none(job_client, st
         assert job_client.wait(run_id, timeout=420).status == "FINISHED", job_client.job(run_id).failure
     assert sorted(v.run_id for v in versions_of(job_client, tiny_job["registered_model_name"])) == sorted(runs)
     for run_id in runs:
-        assert epoch_steps(job_client, run_id) == [1, 2]
+        assert epoch_steps(job_client, run_id) == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_worker_started_before_redis_waits_for_it(job_client, start_worker, tiny_job, redis_server):
@@ -121,20 +119,20 @@ def test_stopping_the_tracking_server_mid_job_does_not_kill_it(job_client, start
         get_settings.cache_clear()
         client = JobClient()
         start_worker("w1", MLFLOW_TRACKING_URI=server.url)
-        run_id = client.submit_train({**tiny_job, "epochs": 5})
-        _training(client, run_id, epoch=2)
+        run_id = client.submit_train({**tiny_job, "epochs": 10})
+        _checkpointed(client, run_id)
         server.stop()
         time.sleep(8)  # epochs go on; their metrics wait in the tracker
         server.start()
         job = client.wait(run_id, timeout=300)
         assert job.status == "FINISHED", job.failure
-        assert epoch_steps(client, run_id) == [1, 2, 3, 4, 5]
+        assert epoch_steps(client, run_id) == list(range(1, 11))
     finally:
         server.stop()
 
 
 def test_a_job_past_its_time_limit_fails_clearly_and_the_worker_goes_on(job_client, start_worker, tiny_job):
-    start_worker("w1", DATASLAYER_TRAIN_TIME_LIMIT="40")
+    start_worker("w1", DATASLAYER_TRAIN_TIME_LIMIT="25")
     slow = job_client.submit_train({**tiny_job, "epochs": 500})
     nxt = job_client.submit_train(tiny_job)
     job = job_client.wait(slow, timeout=180)
