@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 
+from worker.stack import pid_alive
 from worker.state import PREFIX
 
 log = logging.getLogger("dataslayer.reconciler")
@@ -35,14 +35,6 @@ def reconcile_once() -> list[dict]:
             pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
-
-
 def main(argv: list[str] | None = None) -> None:
     """Reconcile every --every seconds until the --parent-pid process exits."""
     from worker.settings import get_settings
@@ -52,13 +44,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--every", type=float, default=get_settings().reconcile_every_s)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    while _alive(args.parent_pid):
+    while pid_alive(args.parent_pid):
         try:
             reconcile_once()
         except Exception as exc:  # noqa: BLE001 - Redis or MLflow down: try again next round
             log.warning("reconcile failed: %s", exc)
         deadline = time.monotonic() + args.every
-        while time.monotonic() < deadline and _alive(args.parent_pid):
+        while time.monotonic() < deadline and pid_alive(args.parent_pid):
             time.sleep(min(1.0, args.every))
 
 

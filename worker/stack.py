@@ -226,7 +226,7 @@ class Stack:
         cfg = self.cfg
         for sub in ("redis", "mlflow/artifacts", "logs", "checkpoints", "cache"):
             (cfg.state_dir / sub).mkdir(parents=True, exist_ok=True)
-        if self.pidfile.exists() and any(_pid_alive(p) for p in json.loads(self.pidfile.read_text()).get("pids", {}).values()):
+        if self.pidfile.exists() and any(pid_alive(p) for p in json.loads(self.pidfile.read_text()).get("pids", {}).values()):
             raise StackError(f"a stack is already running from {cfg.state_dir}; stop it with `dataslayer down`")
         cfg.redis_port = next_free_port(cfg.host, cfg.redis_port)
         cfg.mlflow_port = next_free_port(cfg.host, cfg.mlflow_port)
@@ -286,7 +286,8 @@ class Stack:
         return next((n for n, p in self.procs.items() if p.poll() is not None), None)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists (a zombie counts until it is reaped)."""
     try:
         os.kill(pid, 0)
         return True
@@ -302,13 +303,13 @@ def stop_pids(named_pids: list[tuple[str, int]], grace: float = 60) -> None:
         except ProcessLookupError:
             continue
         deadline = time.monotonic() + grace
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             try:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
             time.sleep(0.2)
-        if _pid_alive(pid):
+        if pid_alive(pid):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:

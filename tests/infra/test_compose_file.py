@@ -170,7 +170,7 @@ def test_env_file_is_ignored_by_git():
     """.env holds the secrets: git must never pick it up (needs `/.env` in .gitignore)."""
     result = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, capture_output=True)
     if result.returncode == 128:
-        pytest.skip("not a git checkout")
+        pytest.skip(reason="not a git checkout: nothing to ignore .env from")
     assert result.returncode == 0, "add /.env to .gitignore: it holds the deployment's secrets"
 
 

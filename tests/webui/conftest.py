@@ -195,7 +195,7 @@ def ui_stack(tmp_path_factory, demo_root):
 def browser():
     """Headless Debian chromium driven by Playwright."""
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (make test installs it)")
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make test installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
