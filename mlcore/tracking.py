@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
@@ -151,7 +152,18 @@ class MlflowTracker:
         with warnings.catch_warnings():  # schema-inference hints about integer columns and source guessing
             warnings.simplefilter("ignore", UserWarning)
             ds = mlflow.data.from_pandas(df, source=str(dataset.root), name=dataset.root.parent.name or "dataset", targets="label")
-            mlflow.log_input(ds, context=context)
+            for attempt in range(3):
+                try:
+                    mlflow.log_input(ds, context=context)
+                    break
+                except MlflowException as exc:
+                    # Two jobs registering the same new dataset at once race inside the server (a
+                    # UNIQUE constraint on experiment, name, digest); the retry finds it registered.
+                    # Lineage is worth a retry, not a failed job.
+                    if attempt == 2:
+                        log.warning("dataset input not logged: %s", exc)
+                        self.set_tags({TAG_PREFIX + "dataset_input": "not logged: " + str(exc)[:200]})
+                    time.sleep(0.5 * (attempt + 1))
         self.set_tags({TAG_PREFIX + "dataset_fingerprint": dataset.fingerprint, TAG_PREFIX + "dataset_images": str(len(df))})
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:

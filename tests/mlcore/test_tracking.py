@@ -102,3 +102,24 @@ def test_metrics_logged_while_the_server_is_down_arrive_when_it_returns(tmp_path
     finally:
         server.stop()
         mlflow.set_tracking_uri(None)
+
+
+def test_a_dataset_input_lost_to_a_server_race_is_retried_not_fatal(tracking_server, demo_root, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from mlcore.data import discover_dataset
+
+    real, calls = mlflow.log_input, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # what two workers registering the same dataset at once get from SQLite
+            raise MlflowException("UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    dataset = discover_dataset(demo_root / "train")
+    with MlflowTracker(experiment="dataset-race") as tracker:
+        tracker.log_dataset(dataset, [0, 1], [2])
+    run = MlflowClient().get_run(tracker.run_id)
+    assert len(calls) == 2 and run.info.status == "FINISHED" and len(run.inputs.dataset_inputs) == 1
