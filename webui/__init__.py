@@ -15,7 +15,7 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: settings from the environment (or `test_config`), extensions, blueprints, error pages."""
     # Imported here: the blueprints import this package, and `import webui` stays free of MLflow and Redis.
-    from webui import api, auth, errors, health, jobs, models, runs, submissions
+    from webui import api, auth, errors, health, jobs, models, ratelimit, runs, submissions
     from webui.config import configure
     from webui.jobqueue import queue
     from webui.templating import init_templating
@@ -23,6 +23,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__)
     configure(app, test_config)
     auth.init_app(app)  # before CSRF: a request without a session goes to the log-in page first
+    ratelimit.init_app(app, auth.bp, api.bp)  # before CSRF and the token check: a limited address is refused first
     csrf.init_app(app)
     queue.init_app(app)
     errors.init_app(app)

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask
+from limits import parse_many
 from werkzeug.security import generate_password_hash
 
 from mlcore.params import TrainParams
@@ -17,6 +18,7 @@ from mlcore.params import TrainParams
 log = logging.getLogger(__name__)
 HASH_PREFIXES = ("scrypt:", "pbkdf2:")
 MIN_TOKEN_LENGTH = 16
+DEFAULT_RATE_LIMIT = "10 per minute; 50 per hour"
 
 
 class ConfigError(RuntimeError):
@@ -49,6 +51,11 @@ def from_environment() -> dict:
         "SESSION_COOKIE_SECURE": _env("DATASLAYER_SECURE_COOKIES") == "1",
         # Reverse proxies in front of the UI (TLS termination): trust that many X-Forwarded-* hops.
         "TRUSTED_PROXIES": int(_env("DATASLAYER_TRUSTED_PROXIES", "0")),
+        # Failed log-ins and requests with a bad API token per client address (webui/ratelimit.py), counted in
+        # RATELIMIT_STORAGE_URI (unset: REDIS_URL, so every gunicorn worker shares the counts; memory:// per process).
+        "LOGIN_RATE_LIMIT": _env("DATASLAYER_LOGIN_RATE_LIMIT", DEFAULT_RATE_LIMIT),
+        "API_RATE_LIMIT": _env("DATASLAYER_API_RATE_LIMIT", DEFAULT_RATE_LIMIT),
+        "RATELIMIT_STORAGE_URI": _env("DATASLAYER_RATELIMIT_STORAGE_URI"),
         "SESSION_COOKIE_NAME": "dataslayer_session",
         "PERMANENT_SESSION_LIFETIME": timedelta(hours=12),
         # A form left open all day must still submit: the CSRF token lives as long as the session.
@@ -67,6 +74,7 @@ def configure(app: Flask, test_config: dict | None) -> None:
     app.config["DATA_ROOT"] = Path(app.config["DATA_ROOT"])
     app.config["STATE_DIR"] = Path(app.config["STATE_DIR"])
     _check_secret_key(app)
+    _check_rate_limits(app)
     app.config["USERS"] = load_users(app.config)
     app.config["API_TOKEN_USERS"] = parse_api_tokens(app.config["API_TOKENS"])
     if not app.config["USERS"] and not app.config["API_TOKEN_USERS"]:
@@ -85,6 +93,16 @@ def _check_secret_key(app: Flask) -> None:
     # Development only: sessions end when the process does, which is what a dev server wants.
     app.config["SECRET_KEY"] = secrets.token_hex(32)
     log.warning("SECRET_KEY not set: using a random one (development mode)")
+
+
+def _check_rate_limits(app: Flask) -> None:
+    # Flask-Limiter only logs a limit it cannot parse and then limits nothing: refuse to start instead.
+    for key in ("LOGIN_RATE_LIMIT", "API_RATE_LIMIT"):
+        try:
+            if not all(item.amount >= 1 for item in parse_many(str(app.config[key]))):
+                raise ValueError("a limit of 0 refuses everyone")
+        except ValueError:
+            raise ConfigError(f"DATASLAYER_{key} {app.config[key]!r}: expected limits such as '10 per minute; 50 per hour'") from None
 
 
 def load_users(config: dict) -> dict[str, str]:

@@ -16,7 +16,7 @@ from worker.client import QueueUnavailable, TrackingUnavailable
 log = logging.getLogger(__name__)
 
 TITLES = {400: "Bad request", 401: "Not logged in", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-          413: "Request too large", 500: "Something went wrong", 502: "Tracking server error", 503: "Service unavailable"}
+          413: "Request too large", 429: "Too many requests", 500: "Something went wrong", 502: "Tracking server error", 503: "Service unavailable"}
 
 
 class ServiceDown(Exception):

@@ -33,6 +33,7 @@ def _op(summary: str, *, body: dict | str | None = None, ok: int = 200, params: 
         str(ok): {"description": "OK", **({"content": {"text/csv": {"schema": {"type": "string"}}}} if csv else _json({"type": "object"}))},
         "400": {"description": "invalid input; `field` names it", **_json("Error")},
         "401": {"description": "missing or wrong token", **_json("Error")},
+        "429": {"description": "too many missing or wrong tokens from this address; Retry-After says when to try again", **_json("Error")},
         "503": {"description": "the queue (Redis) or the tracking server (MLflow) is unavailable; nothing was queued", **_json("Error")},
     }}
     if body is not None:
