@@ -9,11 +9,12 @@ never waits for the host.
 
 from __future__ import annotations
 
+import errno
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mlcore.augment import eval_preprocess
-from mlcore.errors import Cancelled
+from mlcore.errors import Cancelled, OutOfMemory
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 # Progress events: {"step", "steps", "images"}; a stop check raises Cancelled when it returns True.
@@ -68,6 +69,38 @@ def make_runtime(device: torch.device, precision: str = "auto") -> Runtime:
     # ResNet50 at 64-112 px and ResNet18 at 112 px, -6-11% only for ResNet18 at 64 px (see
     # docs/PERFORMANCE.md), and the runtime is chosen before the model: on everywhere.
     return Runtime(device, amp, channels_last=True)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    if isinstance(exc, OSError):  # mmap of the image cache
+        return exc.errno == errno.ENOMEM
+    # The CPU allocator raises a plain RuntimeError: "DefaultCPUAllocator: can't allocate memory: ..."
+    return isinstance(exc, RuntimeError) and not isinstance(exc, OutOfMemory) and (
+        "can't allocate memory" in str(exc) or "DefaultCPUAllocator" in str(exc))
+
+
+@contextmanager
+def out_of_memory(runtime: Runtime, lower: tuple[str, ...] | None = None, **values: int) -> Iterator[None]:
+    """Turn running out of memory inside the block into OutOfMemory naming the device, `values` and the fields to lower.
+
+    `lower` defaults to every field in `values`. The original error stays the OutOfMemory's cause.
+    """
+    try:
+        yield
+    except (RuntimeError, MemoryError, OSError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        device = runtime.device
+        if device.type == "cuda":
+            if device.index is None:
+                device = torch.device("cuda", torch.cuda.current_device())
+            torch.cuda.empty_cache()  # the cached blocks go back to the driver (other processes, nvidia-smi)
+        precision = "bf16" if runtime.amp_dtype == torch.bfloat16 else "fp32"
+        at = ", ".join(f"{k}={v}" for k, v in values.items())
+        fields = " or ".join(lower or values)
+        raise OutOfMemory(f"out of memory on {device} at {at} ({precision}): lower {fields}") from exc
 
 
 def prepare_model(model: nn.Module, runtime: Runtime) -> nn.Module:

@@ -19,6 +19,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read safely."""
 
 
+class OutOfMemory(RuntimeError):
+    """The job ran out of memory; the message names the device and the parameters to lower."""
+
+
 class Cancelled(Exception):
     """The caller asked the job to stop."""
 
@@ -40,4 +44,4 @@ class ParamsError(ValueError):
 
 
 # Failures a user can fix from the message alone: entrances show them as one line, no traceback.
-USER_ERRORS = (DataError, WeightsUnavailable, CheckpointError, LookupError, FileNotFoundError, ConnectionError)
+USER_ERRORS = (DataError, WeightsUnavailable, CheckpointError, OutOfMemory, LookupError, FileNotFoundError, ConnectionError)

@@ -19,7 +19,7 @@ from torch import nn
 
 from mlcore.cache import build_image_cache, default_cache_dir
 from mlcore.data import list_test_images
-from mlcore.engine import make_runtime, predict_logits, prepare_model, select_device
+from mlcore.engine import Runtime, make_runtime, out_of_memory, predict_logits, prepare_model, select_device
 from mlcore.hooks import JobHooks, NullTracker, Tracker
 from mlcore.params import PredictParams
 
@@ -72,12 +72,19 @@ def run_prediction(
     cache_dir: str | Path | None = "default",
 ) -> dict:
     """Predict every test image with `model` (built from `info`: image_size, threshold); write the submission."""
-    hooks = hooks or JobHooks()
-    tracker = tracker or NullTracker()
+    runtime = make_runtime(select_device(params.device), params.precision)
+    size = int(info["image_size"])
+    # The model fixes image_size: only batch_size is the user's to lower.
+    with out_of_memory(runtime, lower=("batch_size",), batch_size=params.batch_size, image_size=size):
+        return _predict(params, model, info, runtime, tracker or NullTracker(), hooks or JobHooks(), cache_dir)
+
+
+def _predict(params: PredictParams, model: nn.Module, info: dict, runtime: Runtime, tracker: Tracker, hooks: JobHooks,
+             cache_dir) -> dict:
+    """The job itself, on `runtime`."""
     t0 = time.perf_counter()
     files = list_test_images(params.data_dir)
-    device = select_device(params.device)
-    runtime = make_runtime(device, params.precision)
+    device = runtime.device
     size = int(info["image_size"])
     threshold = params.threshold if params.threshold is not None else float(info["threshold"])
     cache = build_image_cache(

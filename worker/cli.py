@@ -37,6 +37,10 @@ def worker(gpu, name, queues, loglevel):
     # keeps the records and sends them later (mlcore/tracking.py).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    if os.environ.get("DATASLAYER_JOB_MEMORY_MB"):
+        # pyarrow's default allocator (mimalloc) reserves 1 GiB of address space at first use (MLflow's
+        # dataset digests), all of which the job memory cap counts; it reads this before its first import.
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     name = name or (f"gpu{gpu}@{socket.gethostname()}" if gpu is not None else f"cpu@{socket.gethostname()}")
     from worker.celery_app import app
     from worker.reconciler import reconcile_once

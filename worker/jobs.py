@@ -9,6 +9,8 @@ also publishes progress and turns cancel and drain requests into events the trai
 from __future__ import annotations
 
 import logging
+import re
+import resource
 import shutil
 import signal
 import time
@@ -93,6 +95,35 @@ def _end_run(client: MlflowClient, run_id: str, status: str, reason: str) -> Non
     client.set_terminated(run_id, status)
 
 
+def _data_bytes() -> int:
+    """This process's data segment (heap and private writable mappings): what RLIMIT_DATA counts."""
+    with open("/proc/self/status") as f:
+        return int(re.search(r"^VmData:\s+(\d+) kB", f.read(), re.M)[1]) * 1024
+
+
+def _cap_memory(params: dict) -> None:
+    """Apply DATASLAYER_JOB_MEMORY_MB to this pool child (one per job) before the job allocates; CPU jobs only."""
+    cap_mb = get_settings().job_memory_mb
+    if not cap_mb:
+        return
+    import torch
+
+    device = str(params.get("device") or "auto")
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        log.warning("DATASLAYER_JOB_MEMORY_MB ignored: the job runs on CUDA, whose driver maps host memory of its own")
+        return
+    # RLIMIT_DATA (Linux >= 4.7) counts the heap and private writable mappings: tensors, arrays, the
+    # image cache. RLIMIT_AS would also count shared libraries and reserved address space: 3.5 GB
+    # against 0.9 GB of data once torch is imported, tens of GB once CUDA starts. The limit is the
+    # usage now (what this child inherited from the worker, and torch) plus the cap, so the cap is
+    # what the job itself adds, whatever the installation's imports take.
+    used = _data_bytes()
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = used + cap_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_DATA, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    log.info("job memory capped at %d MB above the %d MB in use (DATASLAYER_JOB_MEMORY_MB)", cap_mb, used >> 20)
+
+
 def _execute(job_type: str, run_id: str, params: dict, hooks: JobHooks, state: JobState) -> dict:
     """Run the mlcore job inside the run's tracker; the log tail is attached to the run whatever happens."""
     import mlflow
@@ -174,6 +205,7 @@ def run_job(job_type: str, run_id: str, params: dict, *, requeue, worker: str) -
         heartbeat.publish({"phase": "starting"})  # replaces the snapshot an earlier attempt left
         heartbeat.start()
         log.info("%s job %s started on %s (attempt %d)", job_type, run_id, owner, attempt)
+        _cap_memory(params)
         hooks = JobHooks(progress=_progress_logger(heartbeat), should_stop=_stop_check(heartbeat))
         t0 = time.time()
         summary = _execute(job_type, run_id, params, hooks, state)

@@ -27,6 +27,7 @@ class Settings:
     heartbeat_s: float
     reconcile_every_s: float
     queue: str
+    job_memory_mb: int | None = None  # host memory a CPU job may add to its process (None: no cap)
 
     @property
     def visibility_timeout(self) -> int:
@@ -53,6 +54,7 @@ def get_settings() -> Settings:
         heartbeat_s=float(os.environ.get("DATASLAYER_HEARTBEAT_S", 5)),
         reconcile_every_s=float(os.environ.get("DATASLAYER_RECONCILE_S", 30)),
         queue=os.environ.get("DATASLAYER_QUEUE", "dataslayer"),
+        job_memory_mb=int(os.environ["DATASLAYER_JOB_MEMORY_MB"]) if os.environ.get("DATASLAYER_JOB_MEMORY_MB") else None,
     )
 
 
