@@ -8,6 +8,7 @@ again with the same checkpoint directory continues from it.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -20,11 +21,13 @@ from mlcore.cache import build_image_cache, default_cache_dir, iterate_batches
 from mlcore.checkpoint import cpu_state, load_checkpoint, save_checkpoint
 from mlcore.data import DataError, discover_dataset
 from mlcore.engine import (
+    Runtime,
     compile_model,
     evaluate,
     make_optimizer,
     make_runtime,
     make_scheduler,
+    out_of_memory,
     prepare_model,
     select_device,
     train_one_epoch,
@@ -35,8 +38,12 @@ from mlcore.model import build_model
 from mlcore.params import TrainParams
 from mlcore.split import split_dataset
 
+log = logging.getLogger(__name__)
 # torch.compile pays for itself (~45 s on an H200) only when the job runs long enough.
 COMPILE_MIN_STEPS = 2000
+# Below this many optimizer steps per epoch a batch above 16 loses validation F1 at equal epochs
+# (docs/PERFORMANCE.md, "Large batches and model quality": -0.13 at 3 steps, none at 10).
+MIN_STEPS_PER_EPOCH = 8
 
 
 def _use_compile(params: TrainParams, device: torch.device, total_steps: int) -> bool:
@@ -58,13 +65,17 @@ def run_training(
     cache_dir: str | Path | None = "default",
 ) -> dict:
     """Train, select, tune and register one model; return the job's summary."""
-    hooks = hooks or JobHooks()
-    tracker = tracker or NullTracker()
+    runtime = make_runtime(select_device(params.device), params.precision)
+    with out_of_memory(runtime, batch_size=params.batch_size, image_size=params.image_size):
+        return _train(params, runtime, tracker or NullTracker(), hooks or JobHooks(), checkpoint_dir, cache_dir)
+
+
+def _train(params: TrainParams, runtime: Runtime, tracker: Tracker, hooks: JobHooks, checkpoint_dir, cache_dir) -> dict:
+    """The job itself, on `runtime`."""
     t_start = time.perf_counter()
+    device = runtime.device
     dataset = discover_dataset(params.data_dir)
     train_idx, val_idx = split_dataset(dataset, params.split, params.val_fraction, params.seed)
-    device = select_device(params.device)
-    runtime = make_runtime(device, params.precision)
     tracker.log_params(params.to_log())
     tracker.log_dataset(dataset, train_idx, val_idx)
 
@@ -85,6 +96,11 @@ def run_training(
     model = prepare_model(build_model(params.arch, params.pretrained), runtime)
     steps_per_epoch = math.ceil(len(train_idx) / params.batch_size)
     total_steps = steps_per_epoch * params.epochs
+    if params.batch_size > 16 and steps_per_epoch < MIN_STEPS_PER_EPOCH:
+        note = (f"batch_size {params.batch_size} gives {steps_per_epoch} optimizer step{'s' * (steps_per_epoch != 1)} per epoch on {len(train_idx)} "
+                f"training images; large batches lose quality below {MIN_STEPS_PER_EPOCH}: lower batch_size or raise epochs")
+        log.warning(note)
+        tracker.set_tags({"dataslayer.warning": note})
     optimizer = make_optimizer(model, params.learning_rate, params.weight_decay, device)
     scheduler = make_scheduler(optimizer, params.lr_schedule, round(params.warmup_epochs * steps_per_epoch), total_steps)
     compiled = _use_compile(params, device, total_steps)
@@ -136,7 +152,9 @@ def run_training(
             steps=steps_per_epoch, scheduler=scheduler, on_step=on_step, should_stop=hooks.should_stop,
         )
         progress.phase("evaluating")
-        val = evaluate(model, iterate_batches(cache, val_idx, labels, params.eval_batch_size, device=device), runtime=runtime, should_stop=hooks.should_stop)
+        with out_of_memory(runtime, eval_batch_size=params.eval_batch_size, image_size=params.image_size):
+            val = evaluate(model, iterate_batches(cache, val_idx, labels, params.eval_batch_size, device=device),
+                           runtime=runtime, should_stop=hooks.should_stop)
         metrics = {
             "train_loss": train["train_loss"], "val_loss": val["val_loss"], **epoch_metrics(val["labels"], val["probs"]),
             "train_img_per_s": train["img_per_s"], "lr": optimizer.param_groups[0]["lr"],

@@ -70,9 +70,14 @@ class Job:
         """Why the job failed or was cancelled."""
         return self.tags.get(TAG + "failure")
 
+    @property
+    def warning(self) -> str | None:
+        """A note the job left for its user (e.g. a batch too large for the dataset)."""
+        return self.tags.get(TAG + "warning")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the API and `--wait` print this)."""
-        return {**asdict(self), "done": self.done, "failure": self.failure}
+        return {**asdict(self), "done": self.done, "failure": self.failure, "warning": self.warning}
 
 
 class JobClient:

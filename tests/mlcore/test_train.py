@@ -92,3 +92,17 @@ def test_a_class_left_empty_by_bad_files_is_refused_before_training(tiny_train_v
             f.write_bytes(b"garbage")
     with pytest.raises(DataError, match="both classes"):
         run_training(train_params(**{**tiny_train_values, "data_dir": str(demo_copy), "split": "image"}))
+
+
+def test_a_batch_too_large_for_the_dataset_is_warned_about(tiny_train_values, caplog):
+    class Spy(NullTracker):
+        tags: dict = {}
+
+        def set_tags(self, tags):
+            self.tags = {**self.tags, **tags}
+
+    spy = Spy()
+    with caplog.at_level("WARNING", logger="mlcore.train"):
+        run_training(train_params(**{**tiny_train_values, "epochs": 1, "batch_size": 64}), tracker=spy)
+    assert "batch_size 64 gives 1 optimizer step per epoch" in spy.tags["dataslayer.warning"]
+    assert "lower batch_size or raise epochs" in caplog.text

@@ -114,3 +114,9 @@ def test_a_failed_job_shows_its_reason(user_client, queued_job):
     client.set_terminated(queued_job, "FAILED")
     html = user_client.get(f"/jobs/{queued_job}").get_data(as_text=True)
     assert "DataError: no images" in html and "badge-failed" in html
+
+
+def test_a_job_warning_is_shown_on_its_page(user_client, queued_job):
+    MlflowClient().set_tag(queued_job, "dataslayer.warning", "batch_size 256 gives 2 optimizer steps per epoch")
+    html = user_client.get(f"/jobs/{queued_job}").get_data(as_text=True)
+    assert 'data-role="warning"' in html and "batch_size 256 gives 2 optimizer steps" in html
