@@ -239,7 +239,8 @@ def read_env_file(path: Path = ENV_EXAMPLE) -> tuple[dict[str, str], set[str]]:
     active, mentioned = {}, set()
     for line in path.read_text().splitlines():
         if m := re.match(r"^([A-Z_][A-Z0-9_]*)=(.*)$", line):
-            active[m[1]] = m[2]
+            quoted = re.fullmatch(r"(['\"])(.*)\1", m[2])  # Compose unquotes "..." and '...' values
+            active[m[1]] = quoted[2] if quoted else m[2]
         elif m := re.match(r"^#\s*([A-Z_][A-Z0-9_]*)=", line):
             mentioned.add(m[1])
     return active, mentioned
@@ -318,9 +319,11 @@ SECRET_ENV = {
 # defaults (tests/infra checks the defaults against worker/settings.py).
 PASSTHROUGH_ENV = (
     "DATASLAYER_TRAIN_TIME_LIMIT", "DATASLAYER_PREDICT_TIME_LIMIT", "DATASLAYER_MAX_ATTEMPTS", "DATASLAYER_LEASE_TTL",
-    "DATASLAYER_HEARTBEAT_S", "DATASLAYER_RECONCILE_S", "DATASLAYER_QUEUE",
+    "DATASLAYER_HEARTBEAT_S", "DATASLAYER_RECONCILE_S", "DATASLAYER_QUEUE", "DATASLAYER_JOB_MEMORY_MB",
     "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-    "DATASLAYER_MLFLOW_PUBLIC_URL", "DATASLAYER_SECURE_COOKIES", "DATASLAYER_API_TOKENS",  # the web UI's (webui/config.py)
+    # the web UI's (webui/config.py)
+    "DATASLAYER_MLFLOW_PUBLIC_URL", "DATASLAYER_SECURE_COOKIES", "DATASLAYER_API_TOKENS",
+    "DATASLAYER_LOGIN_RATE_LIMIT", "DATASLAYER_API_RATE_LIMIT", "DATASLAYER_TRUSTED_PROXIES",
 )
 # Environment only the deployment has, per service, with the reason.
 _S3 = {"MLFLOW_S3_ENDPOINT_URL": "the S3 endpoint (MinIO)", "AWS_ACCESS_KEY_ID": "the bucket's credentials",
