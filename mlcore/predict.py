@@ -97,6 +97,7 @@ def _predict(params: PredictParams, model: nn.Module, info: dict, runtime: Runti
     t_pred = time.perf_counter()
     probs = predict_probabilities(model, cache.images, batch_size=params.batch_size, runtime=runtime, should_stop=hooks.should_stop)
     predict_s = time.perf_counter() - t_pred
+    hooks.progress({"phase": "predicting", "done": len(files), "total": len(files)})
     labels = (probs > threshold).astype(int)  # strict, as the notebook
     ids = [f.name for f in files]
     submission = write_submission(ids, labels, params.output)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mlcore.data import DataError
+from mlcore.hooks import JobHooks
 from mlcore.model import build_model
 from mlcore.params import PredictParams, build
 from mlcore.predict import run_prediction, write_submission
@@ -54,6 +55,15 @@ def test_threshold_override_wins_over_the_models(demo_root, tmp_path, model_info
     result = run_prediction(params, *model_info)
     assert {r[1] for r in _rows(result["submission"])[1:]} == {expected}
     assert result["threshold_source"] == "override"
+
+
+def test_progress_reports_decoding_and_every_image_predicted(demo_root, tmp_path, model_info):
+    events = []
+    params = build(PredictParams, {"data_dir": str(demo_root / "test"), "output": str(tmp_path / "s.csv"), "device": "cpu"})
+    result = run_prediction(params, *model_info, hooks=JobHooks(progress=events.append))
+    predicting = [e for e in events if e["phase"] == "predicting"]
+    assert [e["done"] for e in predicting] == [0, result["rows"]] and predicting[-1]["total"] == result["rows"]
+    assert events[0]["phase"] == "decoding" and events[-1]["phase"] == "done"
 
 
 def test_empty_test_folder_is_refused_naming_it(tmp_path, model_info):
