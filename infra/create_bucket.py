@@ -30,7 +30,9 @@ def ensure_bucket(bucket: str, endpoint: str | None, wait_s: float = 60.0) -> st
             return "created"
         except BotoCoreError as exc:  # the store is not up yet (connection refused, DNS)
             if time.monotonic() > deadline:
-                raise SystemExit(f"create_bucket: {endpoint or 'S3'} did not answer within {wait_s:.0f} s: {exc}") from None
+                raise SystemExit(
+                    f"create_bucket: {endpoint or 'S3'} did not answer within {wait_s:.0f} s: {exc}"
+                ) from None
             time.sleep(1)
 
 

@@ -40,8 +40,20 @@ def worker_service(gpu: int, base_file: str, host_var: str) -> dict:
     return {
         "extends": {"file": base_file, "service": "worker-gpu0"},
         "command": ["dataslayer", "worker", "--name", node, "--gpu", str(gpu)],
-        "healthcheck": {"test": ["CMD", "celery", "-A", "worker.celery_app", "inspect", "ping", "--timeout", "10",
-                                 "--destination", node]},
+        "healthcheck": {
+            "test": [
+                "CMD",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "inspect",
+                "ping",
+                "--timeout",
+                "10",
+                "--destination",
+                node,
+            ]
+        },
     }
 
 

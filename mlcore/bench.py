@@ -46,10 +46,32 @@ VAL_FRACTION = 0.2
 # about two minutes, ResNet50 at 112 px for the notebook and the engine alike (more, shorter rounds:
 # a shared CPU's load comes in bursts, and the median of five resists two bad rounds).
 DEFAULTS = {
-    "cuda": dict(images=4096, image_size=224, arch="resnet50", large_batch=256, compile=True, test_images=2048,
-                 predict_batch=512, rounds=3, round_seconds=2.0, e2e_images=1024, e2e_epochs=3),
-    "cpu": dict(images=256, image_size=112, arch="resnet50", large_batch=64, compile=False, test_images=128,
-                predict_batch=128, rounds=5, round_seconds=1.0, e2e_images=160, e2e_epochs=2),
+    "cuda": dict(
+        images=4096,
+        image_size=224,
+        arch="resnet50",
+        large_batch=256,
+        compile=True,
+        test_images=2048,
+        predict_batch=512,
+        rounds=3,
+        round_seconds=2.0,
+        e2e_images=1024,
+        e2e_epochs=3,
+    ),
+    "cpu": dict(
+        images=256,
+        image_size=112,
+        arch="resnet50",
+        large_batch=64,
+        compile=False,
+        test_images=128,
+        predict_batch=128,
+        rounds=5,
+        round_seconds=1.0,
+        e2e_images=160,
+        e2e_epochs=2,
+    ),
 }
 
 
@@ -84,7 +106,9 @@ def resolve_config(config: BenchConfig, device: torch.device) -> BenchConfig:
     config.test_images = min(config.test_images, config.images)
     config.e2e_images = min(config.e2e_images, config.images)
     if config.images < max(config.batch_size, config.large_batch):
-        raise ValueError(f"images ({config.images}) must hold at least one batch of {max(config.batch_size, config.large_batch)}")
+        raise ValueError(
+            f"images ({config.images}) must hold at least one batch of {max(config.batch_size, config.large_batch)}"
+        )
     if config.precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be auto, bf16 or fp32, got {config.precision!r}")
     if config.e2e_epochs and config.e2e_images < 40:
@@ -110,7 +134,7 @@ def fast_precision(requested: str, device: torch.device) -> str:
 
 
 def train_specs(config: BenchConfig, device: torch.device) -> list[be.TrainSpec]:
-    """The engine at the notebook's hyperparameters (runtime default, then fast precision, compiled) and the throughput preset."""
+    """The engine at the notebook's hyperparameters (default, fast precision, compiled) and the throughput preset."""
     cuda, b, big = device.type == "cuda", config.batch_size, config.large_batch
     auto, fast = ("bf16" if cuda else "fp32"), fast_precision(config.precision, device)
     lr, big_lr = 2e-5, 2e-5 * big / 16  # the notebook's rate, scaled linearly as the throughput preset does
@@ -118,7 +142,11 @@ def train_specs(config: BenchConfig, device: torch.device) -> list[be.TrainSpec]
     if fast != auto:
         specs.append(be.TrainSpec(f"engine bs{b} {fast}", b, fast, False, lr))
     if config.compile:
-        specs.append(be.TrainSpec(f"engine bs{b} {fast} compiled{' (CUDA graphs)' if cuda and b <= 64 else ''}", b, fast, True, lr))
+        specs.append(
+            be.TrainSpec(
+                f"engine bs{b} {fast} compiled{' (CUDA graphs)' if cuda and b <= 64 else ''}", b, fast, True, lr
+            )
+        )
     specs.append(be.TrainSpec(f"throughput bs{big} {fast}", big, fast, False, big_lr))
     if config.compile:
         specs.append(be.TrainSpec(f"throughput bs{big} {fast} compiled", big, fast, True, big_lr))
@@ -136,8 +164,10 @@ def prepare_frames(folder: Path, n: int) -> list[Path]:
     # Fork is safe while CUDA is untouched (frames are made before anything runs on the device).
     ctx = multiprocessing.get_context("spawn" if torch.cuda.is_initialized() else "fork")
     with ctx.Pool(workers) as pool:  # the task is the library function itself: picklable however bench was started
-        jobs = [pool.apply_async(write_jpeg_frames, (out, count), {"image_size": FRAME_SIZE, "seed": seed})
-                for out, count, seed in parts]
+        jobs = [
+            pool.apply_async(write_jpeg_frames, (out, count), {"image_size": FRAME_SIZE, "seed": seed})
+            for out, count, seed in parts
+        ]
         for job in jobs:
             job.get()
     marker.write_text(json.dumps(want))
@@ -162,36 +192,55 @@ def measure_decode(frames: list[Path], config: BenchConfig, device: torch.device
     nb_rate = n_nb / (time.perf_counter() - t0)
     gpu = device.type == "cuda" and os.environ.get("DATASLAYER_GPU_DECODE", "1") == "1"
     return cache, {
-        "images": len(frames), "seconds": busy.seconds, "img_per_s": len(frames) / busy.seconds,
-        "cpu_busy_share": busy.share, "path": "nvjpeg on the GPU" if gpu else f"PIL, {os.cpu_count()} cores",
-        "location": cache.location, "notebook_img_per_s": nb_rate,
+        "images": len(frames),
+        "seconds": busy.seconds,
+        "img_per_s": len(frames) / busy.seconds,
+        "cpu_busy_share": busy.share,
+        "path": "nvjpeg on the GPU" if gpu else f"PIL, {os.cpu_count()} cores",
+        "location": cache.location,
+        "notebook_img_per_s": nb_rate,
     }
 
 
 def measure_training(config, device, frames, labels, cache, specs, say) -> dict:
     """The notebook, then every engine setting with its compute ceiling, timed in interleaved rounds."""
-    nb = NotebookTrainer(frames, labels, arch=config.arch, size=config.image_size, device=device, batch_size=config.batch_size)
+    nb = NotebookTrainer(
+        frames, labels, arch=config.arch, size=config.image_size, device=device, batch_size=config.batch_size
+    )
     info = {"kind": "train", "batch": config.batch_size, "precision": "fp32", "ceiling": NOTEBOOK + " ceiling"}
-    runners = [Runner(NOTEBOOK, nb.run, device, 2, rewarm=1, info=info),
-               Runner(NOTEBOOK + " ceiling", nb.run_ceiling, device, 2, rewarm=1, info={**info, "kind": "ceiling"})]
+    runners = [
+        Runner(NOTEBOOK, nb.run, device, 2, rewarm=1, info=info),
+        Runner(NOTEBOOK + " ceiling", nb.run_ceiling, device, 2, rewarm=1, info={**info, "kind": "ceiling"}),
+    ]
     label_tensor = torch.as_tensor(labels, dtype=torch.long)
     for spec in specs:
         say(f"building {spec.label}")
         trainer = be.EngineTrainer(spec, cache, label_tensor, arch=config.arch, device=device)
         # CUDA graph trees record on the first calls and replay from the third: warm up past that.
         warm = 5 if spec.compiled else 2
-        info = {"kind": "train", "batch": spec.batch, "precision": spec.precision, "compiled": spec.compiled,
-                "setup_s": trainer.setup_s, "ceiling": spec.label + " ceiling"}
-        runners += [Runner(spec.label, trainer.run, device, warm, rewarm=1, info=info),
-                    Runner(spec.label + " ceiling", trainer.run_ceiling, device, warm, rewarm=1, info={**info, "kind": "ceiling"})]
+        info = {
+            "kind": "train",
+            "batch": spec.batch,
+            "precision": spec.precision,
+            "compiled": spec.compiled,
+            "setup_s": trainer.setup_s,
+            "ceiling": spec.label + " ceiling",
+        }
+        runners += [
+            Runner(spec.label, trainer.run, device, warm, rewarm=1, info=info),
+            Runner(
+                spec.label + " ceiling", trainer.run_ceiling, device, warm, rewarm=1, info={**info, "kind": "ceiling"}
+            ),
+        ]
     return measure(runners, rounds=config.rounds, round_s=config.round_seconds, progress=say)
 
 
 def measure_prediction(config, device, files, say) -> dict:
     """The notebook's test loop, the engine's JPEG-to-rows prediction and the inference ceiling, interleaved."""
     precision = fast_precision(config.precision, device)
-    predictor = be.EnginePredictor(files, arch=config.arch, size=config.image_size, device=device, precision=precision,
-                                   batch=config.predict_batch)
+    predictor = be.EnginePredictor(
+        files, arch=config.arch, size=config.image_size, device=device, precision=precision, batch=config.predict_batch
+    )
     ceiling = be.InferenceCeiling(predictor)
     nb_model = CNN(config.arch).to(device)
 
@@ -210,9 +259,11 @@ def measure_prediction(config, device, files, say) -> dict:
 
     engine_name = f"engine predict: JPEG -> rows, bs{config.predict_batch} {precision}"
     ceiling_name = f"inference ceiling, bs{config.predict_batch} {precision}"
-    runners = [Runner(NOTEBOOK_PREDICT, notebook, device, 1, max_steps=1, info={"kind": "predict"}),
-               Runner(engine_name, engine, device, 1, max_steps=1, info={"kind": "predict", "ceiling": ceiling_name}),
-               Runner(ceiling_name, ceiling.run, device, 3, rewarm=1, info={"kind": "ceiling"})]
+    runners = [
+        Runner(NOTEBOOK_PREDICT, notebook, device, 1, max_steps=1, info={"kind": "predict"}),
+        Runner(engine_name, engine, device, 1, max_steps=1, info={"kind": "predict", "ceiling": ceiling_name}),
+        Runner(ceiling_name, ceiling.run, device, 3, rewarm=1, info={"kind": "ceiling"}),
+    ]
     out = measure(runners, rounds=config.rounds, round_s=config.round_seconds, progress=say)
     # Inference from the cache alone (the engine's validation pass), median over the timed jobs.
     out[engine_name]["eval_img_per_s"] = statistics.median(eval_rates[1:] or eval_rates)
@@ -225,30 +276,55 @@ def measure_job(config, device, results, frames, labels, specs, root: Path, say)
     eval_rate = next(r["eval_img_per_s"] for r in predict.values() if "eval_img_per_s" in r)
     n_val = round(config.job_images * VAL_FRACTION)
     metrics = be.metrics_seconds(n_val)
-    common = dict(images=config.job_images, epochs=config.job_epochs, val_fraction=VAL_FRACTION,
-                  per_epoch_s=metrics["epoch_metrics_s"], final_s=metrics["final_s"])
-    projection = {"notebook": be.project_job(train_rate=train[NOTEBOOK]["img_per_s"], eval_rate=predict[NOTEBOOK_PREDICT]["img_per_s"], **common)}
+    common = dict(
+        images=config.job_images,
+        epochs=config.job_epochs,
+        val_fraction=VAL_FRACTION,
+        per_epoch_s=metrics["epoch_metrics_s"],
+        final_s=metrics["final_s"],
+    )
+    projection = {
+        "notebook": be.project_job(
+            train_rate=train[NOTEBOOK]["img_per_s"], eval_rate=predict[NOTEBOOK_PREDICT]["img_per_s"], **common
+        )
+    }
     first_step = {}
     for spec in specs:
         t = train[spec.label]
         start = t["setup_s"] + t["first_step_s"] - t["step_s"]  # model build, compilation, autotuning
         first_step[spec.label] = decode["seconds"] + t["setup_s"] + t["first_step_s"]
-        projection[spec.label] = be.project_job(train_rate=t["img_per_s"], eval_rate=eval_rate, decode_rate=decode["img_per_s"],
-                                                start_s=start, **common)
+        projection[spec.label] = be.project_job(
+            train_rate=t["img_per_s"], eval_rate=eval_rate, decode_rate=decode["img_per_s"], start_s=start, **common
+        )
     job = {"metrics_s": metrics, "time_to_first_step_s": first_step, "projection": projection}
     if config.e2e_epochs:
         say(f"end-to-end job: {config.e2e_images} images, {config.e2e_epochs} epochs")
         n, spec = config.e2e_images, specs[0]
         train_dir = be.link_layout(frames[:n], labels[:n], root / "e2e")
-        e2e = be.run_end_to_end(train_dir, arch=config.arch, size=config.image_size, epochs=config.e2e_epochs,
-                                batch=spec.batch, precision=spec.precision, compile_mode="off", device=device)
+        e2e = be.run_end_to_end(
+            train_dir,
+            arch=config.arch,
+            size=config.image_size,
+            epochs=config.e2e_epochs,
+            batch=spec.batch,
+            precision=spec.precision,
+            compile_mode="off",
+            device=device,
+        )
         if "wall_s" in e2e:
             t = train[spec.label]
             e2e["configuration"] = spec.label
             e2e["projected"] = be.project_job(
-                images=n, epochs=e2e["epochs_run"], val_fraction=e2e["val_images"] / n, train_rate=t["img_per_s"],
-                eval_rate=eval_rate, decode_rate=decode["img_per_s"], start_s=t["setup_s"] + t["first_step_s"] - t["step_s"],
-                per_epoch_s=metrics["epoch_metrics_s"], final_s=metrics["final_s"])
+                images=n,
+                epochs=e2e["epochs_run"],
+                val_fraction=e2e["val_images"] / n,
+                train_rate=t["img_per_s"],
+                eval_rate=eval_rate,
+                decode_rate=decode["img_per_s"],
+                start_s=t["setup_s"] + t["first_step_s"] - t["step_s"],
+                per_epoch_s=metrics["epoch_metrics_s"],
+                final_s=metrics["final_s"],
+            )
         job["end_to_end"] = e2e
     return job
 
@@ -269,9 +345,14 @@ def _workdir(data_dir: str | None) -> Iterator[Path]:
             yield Path(tmp)
 
 
-def run_benchmark(device: str = "auto", *, json_path: str | os.PathLike | None = None,
-                  progress: Callable[[str], None] | None = None, **options) -> dict:
-    """Run every measurement of the benchmark (options: BenchConfig fields) and return all figures; writes JSON when asked."""
+def run_benchmark(
+    device: str = "auto",
+    *,
+    json_path: str | os.PathLike | None = None,
+    progress: Callable[[str], None] | None = None,
+    **options,
+) -> dict:
+    """Run every measurement (options: BenchConfig fields) and return all figures; writes JSON when asked."""
     unknown = set(options) - {f.name for f in fields(BenchConfig)}
     if unknown:
         raise TypeError(f"unknown benchmark options: {', '.join(sorted(unknown))}")
@@ -294,7 +375,7 @@ def run_benchmark(device: str = "auto", *, json_path: str | os.PathLike | None =
         results["train"] = measure_training(config, dev, frames, labels, cache, specs, say)
         del cache
         _release(dev)
-        results["predict"] = measure_prediction(config, dev, frames[:config.test_images], say)
+        results["predict"] = measure_prediction(config, dev, frames[: config.test_images], say)
         results["job"] = measure_job(config, dev, results, frames, labels, specs, root, say)
     results["memory"] = _memory(results, dev)
     results["machine"]["loadavg_end"] = list(os.getloadavg())
@@ -316,14 +397,20 @@ def _release(device: torch.device) -> None:
 def _memory(results: dict, device: torch.device) -> dict:
     per = {name: r["peak_mb"] for group in ("train", "predict") for name, r in results[group].items()}
     if device.type == "cuda":
-        return {"kind": "torch.cuda.max_memory_allocated during each configuration's warm-up (all models alive then included)",
-                "peak_mb": max([*per.values(), peak_device_mb(device)]), "per_configuration_mb": per}
+        return {
+            "kind": "torch.cuda.max_memory_allocated during each configuration's warm-up "
+            "(all models alive then included)",
+            "peak_mb": max([*per.values(), peak_device_mb(device)]),
+            "per_configuration_mb": per,
+        }
     return {"kind": "peak RSS of the whole process (resource.getrusage)", "peak_mb": peak_device_mb(device)}
 
 
 def _notes(results: dict, device: torch.device) -> list[str]:
-    notes = ["job wall times exclude MLflow logging and model registration",
-             "ceilings run the same model, optimizer and train step on one batch already on the device"]
+    notes = [
+        "job wall times exclude MLflow logging and model registration",
+        "ceilings run the same model, optimizer and train step on one batch already on the device",
+    ]
     e2e = results["job"].get("end_to_end", {})
     if "skipped" in e2e:
         notes.append(e2e["skipped"])
@@ -339,18 +426,32 @@ def table_rows(results: dict) -> list[dict]:
     rows = []
 
     def add(name: str, rate: float, base: float | None, ceiling: float | None = None) -> None:
-        rows.append({"configuration": name, "img_per_s": rate, "ratio_to_notebook": rate / base if base else None,
-                     "share_of_ceiling": rate / ceiling if ceiling else None})
+        rows.append(
+            {
+                "configuration": name,
+                "img_per_s": rate,
+                "ratio_to_notebook": rate / base if base else None,
+                "share_of_ceiling": rate / ceiling if ceiling else None,
+            }
+        )
 
     for group, base_name in (("train", NOTEBOOK), ("predict", NOTEBOOK_PREDICT)):
         figures = results[group]
         for name, r in figures.items():
             ceiling = figures.get(r.get("ceiling", ""), {}).get("img_per_s")
-            add(name + (f", bs{r['batch']}" if name == NOTEBOOK else ""), r["img_per_s"], figures[base_name]["img_per_s"], ceiling)
+            add(
+                name + (f", bs{r['batch']}" if name == NOTEBOOK else ""),
+                r["img_per_s"],
+                figures[base_name]["img_per_s"],
+                ceiling,
+            )
     decode = results["decode"]
     add(NOTEBOOK_DECODE, decode["notebook_img_per_s"], decode["notebook_img_per_s"])
-    add(f"decode into the cache: {decode['path']} ({decode['cpu_busy_share']:.0%} of all cores busy)", decode["img_per_s"],
-        decode["notebook_img_per_s"])
+    add(
+        f"decode into the cache: {decode['path']} ({decode['cpu_busy_share']:.0%} of all cores busy)",
+        decode["img_per_s"],
+        decode["notebook_img_per_s"],
+    )
     job, config = results["job"], results["config"]
     nb_wall = job["projection"]["notebook"]["wall_s"]
     for name, p in job["projection"].items():
@@ -358,9 +459,13 @@ def table_rows(results: dict) -> list[dict]:
         add(label, p["epochs"] * p["images"] / p["wall_s"], p["epochs"] * p["images"] / nb_wall)
     e2e = job.get("end_to_end", {})
     if "wall_s" in e2e:
-        add(f"job {e2e['epochs_run']} epochs x {config['e2e_images']} images, measured end to end ({_duration(e2e['wall_s'])}; "
+        add(
+            f"job {e2e['epochs_run']} epochs x {config['e2e_images']} images, "
+            f"measured end to end ({_duration(e2e['wall_s'])}; "
             f"projected {_duration(e2e['projected']['wall_s'])}): {e2e['configuration']}",
-            e2e["epochs_run"] * config["e2e_images"] / e2e["wall_s"], None)
+            e2e["epochs_run"] * config["e2e_images"] / e2e["wall_s"],
+            None,
+        )
     return rows
 
 
@@ -375,11 +480,15 @@ def _num(value: float) -> str:
 def format_table(results: dict) -> str:
     """The facts (machine, first step, memory) and then the Markdown table of every figure."""
     m, job, mem = results["machine"], results["job"], results["memory"]
-    lines = [f"{m['device_name']} ({m['device']}), torch {m['torch']}, {m['cpu_count']} CPUs, {m['date']}, "
-             f"load {m['loadavg_start'][0]:.2f} -> {m['loadavg_end'][0]:.2f}",
-             f"command: {m['command']}"]
-    lines += [f"time to first training step (decode + build + first step), {name}: {_duration(s)}"
-              for name, s in job["time_to_first_step_s"].items()]
+    lines = [
+        f"{m['device_name']} ({m['device']}), torch {m['torch']}, {m['cpu_count']} CPUs, {m['date']}, "
+        f"load {m['loadavg_start'][0]:.2f} -> {m['loadavg_end'][0]:.2f}",
+        f"command: {m['command']}",
+    ]
+    lines += [
+        f"time to first training step (decode + build + first step), {name}: {_duration(s)}"
+        for name, s in job["time_to_first_step_s"].items()
+    ]
     lines.append(f"peak memory: {mem['peak_mb']:,.0f} MiB ({mem['kind']})")
     lines += [f"note: {n}" for n in results["notes"]]
     lines += ["", "| configuration | img/s | ratio to the notebook | share of its ceiling |", "|---|---:|---:|---:|"]
@@ -400,11 +509,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", dest="json_path", metavar="PATH", help="write every figure and the machine facts here")
     p.add_argument("--batch-size", type=int, default=16, help="the notebook's batch size (default 16)")
     p.add_argument("--large-batch", type=int, help="the throughput preset's batch (default: cuda 256, cpu 64)")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="precision of the fast settings")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="also measure torch.compile (default: on for cuda)")
+    p.add_argument(
+        "--precision", choices=("auto", "bf16", "fp32"), default="auto", help="precision of the fast settings"
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also measure torch.compile (default: on for cuda)",
+    )
     p.add_argument("--test-images", type=int, help="images predicted per prediction job")
     p.add_argument("--predict-batch", type=int, help="inference batch (default: cuda 512, cpu 128)")
-    p.add_argument("--rounds", type=int, help="interleaved timed rounds per configuration, median reported (default: cuda 3, cpu 5)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="interleaved timed rounds per configuration, median reported (default: cuda 3, cpu 5)",
+    )
     p.add_argument("--round-seconds", type=float, help="target seconds per configuration per round")
     p.add_argument("--job-images", type=int, default=10_000, help="images of the projected full job")
     p.add_argument("--job-epochs", type=int, default=20, help="epochs of the projected full job")

@@ -63,13 +63,16 @@ class EngineTrainer:
         order = torch.Generator().manual_seed(0)
         indices = np.arange(len(cache))
         while True:
-            yield from iterate_batches(cache, indices, labels, self.spec.batch, device=device, shuffle=True,
-                                       generator=order, drop_last=True)
+            yield from iterate_batches(
+                cache, indices, labels, self.spec.batch, device=device, shuffle=True, generator=order, drop_last=True
+            )
 
     def run(self, steps: int) -> int:
         """`steps` steps of the data path: cache -> augmentation -> train step; returns images."""
         batches = itertools.islice(self.batches, steps)
-        out = train_one_epoch(self.model, batches, self.optimizer, augment=self.augment, runtime=self.runtime, steps=steps)
+        out = train_one_epoch(
+            self.model, batches, self.optimizer, augment=self.augment, runtime=self.runtime, steps=steps
+        )
         return out["images"]
 
     def run_ceiling(self, steps: int) -> int:
@@ -82,7 +85,9 @@ class EngineTrainer:
 class EnginePredictor:
     """JPEG files -> image cache -> `predict_logits` in large batches -> threshold -> sorted (id, label) rows."""
 
-    def __init__(self, files: Sequence[Path], *, arch: str, size: int, device: torch.device, precision: str, batch: int):
+    def __init__(
+        self, files: Sequence[Path], *, arch: str, size: int, device: torch.device, precision: str, batch: int
+    ):
         self.files, self.size, self.device, self.batch = list(files), size, device, batch
         self.runtime = make_runtime(device, precision)
         torch.manual_seed(0)
@@ -95,7 +100,7 @@ class EnginePredictor:
         cache = build_image_cache(self.files, self.size, device=self.device)
         t1 = time.perf_counter()
         images, b = cache.images, self.batch
-        batches = (images[i:i + b].to(self.device, non_blocking=True) for i in range(0, len(images), b))
+        batches = (images[i : i + b].to(self.device, non_blocking=True) for i in range(0, len(images), b))
         logits, _ = predict_logits(self.model, batches, runtime=self.runtime)
         probs = torch.softmax(logits, dim=1)[:, 1].cpu().numpy()  # the one host sync
         labels = (probs > threshold).astype(int)  # strict, as the notebook
@@ -115,7 +120,9 @@ class InferenceCeiling:
 
     def __init__(self, predictor: EnginePredictor):
         self.model, self.runtime = predictor.model, predictor.runtime
-        x = torch.randint(0, 256, (predictor.batch, 3, predictor.size, predictor.size), dtype=torch.uint8, device=predictor.device)
+        x = torch.randint(
+            0, 256, (predictor.batch, 3, predictor.size, predictor.size), dtype=torch.uint8, device=predictor.device
+        )
         self.x = eval_preprocess(x)
 
     @torch.inference_mode()
@@ -143,16 +150,33 @@ def metrics_seconds(n_val: int) -> dict[str, float]:
     return {"epoch_metrics_s": t1 - t0, "final_s": time.perf_counter() - t1}
 
 
-def project_job(*, images: int, epochs: int, val_fraction: float, train_rate: float, eval_rate: float,
-                decode_rate: float | None = None, start_s: float = 0.0, per_epoch_s: float = 0.0, final_s: float = 0.0) -> dict:
+def project_job(
+    *,
+    images: int,
+    epochs: int,
+    val_fraction: float,
+    train_rate: float,
+    eval_rate: float,
+    decode_rate: float | None = None,
+    start_s: float = 0.0,
+    per_epoch_s: float = 0.0,
+    final_s: float = 0.0,
+) -> dict:
     """Wall time of a training job from its measured parts (decode, start-up, epochs of train + eval, threshold)."""
     n_val = round(images * val_fraction)
     n_train = images - n_val
     decode_s = images / decode_rate if decode_rate else 0.0
     epoch_s = n_train / train_rate + n_val / eval_rate + per_epoch_s
     total = decode_s + start_s + epochs * epoch_s + final_s
-    return {"images": images, "epochs": epochs, "decode_s": decode_s, "start_s": start_s, "epoch_s": epoch_s,
-            "final_s": final_s, "wall_s": total}
+    return {
+        "images": images,
+        "epochs": epochs,
+        "decode_s": decode_s,
+        "start_s": start_s,
+        "epoch_s": epoch_s,
+        "final_s": final_s,
+        "wall_s": total,
+    }
 
 
 def link_layout(frames: Sequence[Path], labels: Sequence[int], root: Path, subjects: int = 5) -> Path:
@@ -173,20 +197,53 @@ def link_layout(frames: Sequence[Path], labels: Sequence[int], root: Path, subje
     return train
 
 
-def run_end_to_end(train_dir: Path, *, arch: str, size: int, epochs: int, batch: int, precision: str,
-                   compile_mode: str, device: torch.device) -> dict:
+def run_end_to_end(
+    train_dir: Path,
+    *,
+    arch: str,
+    size: int,
+    epochs: int,
+    batch: int,
+    precision: str,
+    compile_mode: str,
+    device: torch.device,
+) -> dict:
     """`run_training` with a NullTracker (MLflow excluded); skipped with a note when pydantic is missing."""
     try:
         from mlcore.hooks import NullTracker
         from mlcore.params import TrainParams
         from mlcore.train import run_training
     except ImportError as exc:
-        return {"skipped": f"end-to-end job needs the project's parameter model ({exc}); the measured parts above do not"}
+        return {
+            "skipped": f"end-to-end job needs the project's parameter model ({exc}); the measured parts above do not"
+        }
     params = TrainParams(
-        data_dir=train_dir, epochs=epochs, batch_size=batch, learning_rate=2e-5, image_size=size, arch=arch,
-        pretrained="none", precision=precision, compile=compile_mode, device=str(device), seed=0,
+        data_dir=train_dir,
+        epochs=epochs,
+        batch_size=batch,
+        learning_rate=2e-5,
+        image_size=size,
+        arch=arch,
+        pretrained="none",
+        precision=precision,
+        compile=compile_mode,
+        device=str(device),
+        seed=0,
     )
     t0 = time.perf_counter()
     summary = run_training(params, tracker=NullTracker(), cache_dir=None)
-    return {"wall_s": time.perf_counter() - t0, **{k: summary[k] for k in (
-        "train_images", "val_images", "epochs_run", "decode_s", "first_step_s", "compiled", "val_f1_weighted")}}
+    return {
+        "wall_s": time.perf_counter() - t0,
+        **{
+            k: summary[k]
+            for k in (
+                "train_images",
+                "val_images",
+                "epochs_run",
+                "decode_s",
+                "first_step_s",
+                "compiled",
+                "val_f1_weighted",
+            )
+        },
+    }

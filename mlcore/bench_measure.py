@@ -72,7 +72,12 @@ def warm_up(runner: Runner, round_s: float) -> dict:
         timed(runner, runner.warmup - 2)
     step_s = timed(runner, 1)[1] if runner.warmup > 1 else first_s
     steps = max(1, min(runner.max_steps, math.ceil(round_s / max(step_s, 1e-6))))
-    return {"first_step_s": first_s, "step_s": step_s, "steps_per_round": steps, "peak_mb": peak_device_mb(runner.device)}
+    return {
+        "first_step_s": first_s,
+        "step_s": step_s,
+        "steps_per_round": steps,
+        "peak_mb": peak_device_mb(runner.device),
+    }
 
 
 def measure(runners: list[Runner], *, rounds: int, round_s: float, progress: Callable[[str], None]) -> dict[str, dict]:
@@ -84,14 +89,19 @@ def measure(runners: list[Runner], *, rounds: int, round_s: float, progress: Cal
     rates: dict[str, list[float]] = {r.name: [] for r in runners}
     for i in range(rounds):
         progress(f"timed round {i + 1}/{rounds} of {len(runners)} configurations")
-        for r in runners[i % len(runners):] + runners[:i % len(runners)]:  # rotate who goes first
+        for r in runners[i % len(runners) :] + runners[: i % len(runners)]:  # rotate who goes first
             # Switching models leaves the first step after a switch slower (cold caches, fresh
             # allocations): measured ~6-10% on CPU. A real job never switches, so it is not timed.
             r.run(r.rewarm) if r.rewarm else None
             images, seconds = timed(r, facts[r.name]["steps_per_round"])
             rates[r.name].append(images / seconds)
     return {
-        r.name: {**r.info, **facts[r.name], "img_per_s": statistics.median(rates[r.name]), "rounds_img_per_s": rates[r.name]}
+        r.name: {
+            **r.info,
+            **facts[r.name],
+            "img_per_s": statistics.median(rates[r.name]),
+            "rounds_img_per_s": rates[r.name],
+        }
         for r in runners
     }
 
@@ -123,7 +133,11 @@ def _cpu_name() -> str:
 def _command_line() -> str:
     """How this process was started, as `python -m module args` when run as a module."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    head = ["python", "-m", spec.name] if spec is not None and spec.name else [os.path.basename(sys.executable), sys.argv[0]]
+    head = (
+        ["python", "-m", spec.name]
+        if spec is not None and spec.name
+        else [os.path.basename(sys.executable), sys.argv[0]]
+    )
     return " ".join([*head, *sys.argv[1:]])
 
 
@@ -134,9 +148,14 @@ def machine_info(device: torch.device) -> dict:
     info = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-        "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "torchvision": torchvision.__version__, "cuda": torch.version.cuda,
-        "python": platform.python_version(), "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": _command_line(),
     }

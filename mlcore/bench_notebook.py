@@ -35,14 +35,16 @@ LEARNING_RATE = 2e-5
 
 def train_transform(size: int) -> Compose:
     """The notebook's `train_transform` at size x size."""
-    return Compose([
-        Resize((size, size)),
-        RandomHorizontalFlip(),
-        RandomRotation(10),
-        ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1),
-        ToTensor(),
-        Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
-    ])
+    return Compose(
+        [
+            Resize((size, size)),
+            RandomHorizontalFlip(),
+            RandomRotation(10),
+            ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1),
+            ToTensor(),
+            Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
+        ]
+    )
 
 
 def val_transform(size: int) -> Compose:
@@ -154,7 +156,9 @@ class NotebookTrainer:
         return steps * self.batch_size
 
 
-def notebook_predict(model: nn.Module, paths, *, size: int, device: torch.device, threshold: float = 0.5) -> list[tuple[str, int]]:
+def notebook_predict(
+    model: nn.Module, paths, *, size: int, device: torch.device, threshold: float = 0.5
+) -> list[tuple[str, int]]:
     """The notebook's test loop (val_transform, batch 16, softmax, strict threshold); returns (id, label) rows."""
     loader = DataLoader(ImageDataset(paths, transform=val_transform(size), size=size), batch_size=BATCH_SIZE)
     model.eval()

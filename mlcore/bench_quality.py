@@ -27,16 +27,28 @@ def settings(base_lr: float, large_batch: int, epochs: int) -> dict[str, dict]:
     """The two settings compared: batch 16 and the large batch at the linearly scaled learning rate."""
     return {
         f"batch {REFERENCE_BATCH}, lr {base_lr:g}": dict(
-            batch_size=REFERENCE_BATCH, learning_rate=base_lr, warmup_epochs=min(WARMUP_EPOCHS["reference"], epochs)),
+            batch_size=REFERENCE_BATCH, learning_rate=base_lr, warmup_epochs=min(WARMUP_EPOCHS["reference"], epochs)
+        ),
         f"batch {large_batch}, lr {base_lr * large_batch / REFERENCE_BATCH:g} (linear)": dict(
-            batch_size=large_batch, learning_rate=base_lr * large_batch / REFERENCE_BATCH,
-            warmup_epochs=min(WARMUP_EPOCHS["large"], epochs)),
+            batch_size=large_batch,
+            learning_rate=base_lr * large_batch / REFERENCE_BATCH,
+            warmup_epochs=min(WARMUP_EPOCHS["large"], epochs),
+        ),
     }
 
 
-def run_quality(*, data: str | None = None, subjects: int = 10, images_per_class: int = 160, seeds=(0, 1, 2),
-                epochs: int = 8, large_batch: int = 256, base_lr: float = 5e-4, device: str = "auto",
-                progress=None) -> dict:
+def run_quality(
+    *,
+    data: str | None = None,
+    subjects: int = 10,
+    images_per_class: int = 160,
+    seeds=(0, 1, 2),
+    epochs: int = 8,
+    large_batch: int = 256,
+    base_lr: float = 5e-4,
+    device: str = "auto",
+    progress=None,
+) -> dict:
     """Train every setting for every seed; return the rows (val F1 per seed, mean, gap to batch 16)."""
     from mlcore.demo_data import generate_demo_dataset
     from mlcore.params import train_params
@@ -59,22 +71,41 @@ def run_quality(*, data: str | None = None, subjects: int = 10, images_per_class
                 scores.append(summary["val_f1"])
                 train_images = summary["train_images"]
                 say(f"{name}, seed {seed}: val F1 {summary['val_f1']:.3f} (best epoch {summary['best_epoch']})")
-            rows.append({"setting": name, **values, "steps_per_epoch": math.ceil(train_images / values["batch_size"]),
-                         "val_f1": scores, "mean": statistics.fmean(scores), "seconds": round(seconds, 1)})
+            rows.append(
+                {
+                    "setting": name,
+                    **values,
+                    "steps_per_epoch": math.ceil(train_images / values["batch_size"]),
+                    "val_f1": scores,
+                    "mean": statistics.fmean(scores),
+                    "seconds": round(seconds, 1),
+                }
+            )
     for row in rows:
         row["gap_to_reference"] = row["mean"] - rows[0]["mean"]
-    return {"data": data or f"demo: {subjects} subjects x 2 classes x {images_per_class} images",
-            "train_images": train_images, "epochs": epochs, "seeds": list(seeds), "rows": rows}
+    return {
+        "data": data or f"demo: {subjects} subjects x 2 classes x {images_per_class} images",
+        "train_images": train_images,
+        "epochs": epochs,
+        "seeds": list(seeds),
+        "rows": rows,
+    }
 
 
 def format_table(results: dict) -> str:
     """A Markdown table, one row per setting."""
-    lines = [f"{results['data']}; {results['train_images']} training images, {results['epochs']} epochs, "
-             f"seeds {', '.join(map(str, results['seeds']))}", "",
-             "| setting | steps per epoch | val F1 per seed | mean | gap to batch 16 |", "|---|---:|---|---:|---:|"]
+    lines = [
+        f"{results['data']}; {results['train_images']} training images, {results['epochs']} epochs, "
+        f"seeds {', '.join(map(str, results['seeds']))}",
+        "",
+        "| setting | steps per epoch | val F1 per seed | mean | gap to batch 16 |",
+        "|---|---:|---|---:|---:|",
+    ]
     for r in results["rows"]:
         per_seed = " / ".join(f"{v:.3f}" for v in r["val_f1"])
-        lines.append(f"| {r['setting']} | {r['steps_per_epoch']} | {per_seed} | {r['mean']:.3f} | {r['gap_to_reference']:+.3f} |")
+        lines.append(
+            f"| {r['setting']} | {r['steps_per_epoch']} | {per_seed} | {r['mean']:.3f} | {r['gap_to_reference']:+.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -87,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (each also picks the split)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--large-batch", type=int, default=256)
-    p.add_argument("--base-lr", type=float, default=5e-4, help="learning rate at batch 16 (default: the quick preset's)")
+    p.add_argument(
+        "--base-lr", type=float, default=5e-4, help="learning rate at batch 16 (default: the quick preset's)"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--json", dest="json_path", metavar="PATH", help="write the results here")
     args = vars(p.parse_args(argv))

@@ -103,7 +103,9 @@ def _resize_batch(imgs: list[torch.Tensor], size: int) -> torch.Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _gpu_decode_into(paths: Sequence[Path], size: int, out: np.ndarray, device: torch.device, progress) -> dict[int, str]:
+def _gpu_decode_into(
+    paths: Sequence[Path], size: int, out: np.ndarray, device: torch.device, progress
+) -> dict[int, str]:
     """Batch-decode JPEGs with nvjpeg on the GPU and resize there; other files go through PIL."""
     import torchvision.io as tio
 
@@ -133,7 +135,7 @@ def _gpu_decode_into(paths: Sequence[Path], size: int, out: np.ndarray, device: 
                 groups.setdefault(tuple(img.shape), []).append(k)
             for members in groups.values():
                 for chunk in range(0, len(members), RESIZE_CHUNK):  # bounds the float copy on the device
-                    part = members[chunk:chunk + RESIZE_CHUNK]
+                    part = members[chunk : chunk + RESIZE_CHUNK]
                     resized = _resize_batch([decoded[k] for k in part], size)
                     out[[jpeg_idx[k] for k in part]] = resized.permute(0, 2, 3, 1).cpu().numpy()
             list(pool.map(pil, pil_idx))
@@ -241,7 +243,7 @@ def iterate_batches(
     labels = labels.to(device)
     stop = len(idx) - (len(idx) % batch_size if drop_last else 0)
     for start in range(0, stop, batch_size):
-        b = idx[start:start + batch_size]
+        b = idx[start : start + batch_size]
         images = cache.images.index_select(0, b)
         if not on_device:
             images = images.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else images.to(device)

@@ -49,6 +49,7 @@ def load_checkpoint(directory: str | os.PathLike | None) -> dict[str, Any] | Non
 
 def cpu_state(module_or_optimizer) -> dict:
     """A state dict copied to host memory (so the best weights survive later steps)."""
+
     def to_cpu(v):
         if isinstance(v, torch.Tensor):
             return v.detach().to("cpu", copy=True)

@@ -35,6 +35,7 @@ def emit(summary: dict) -> None:
 
 def handle_errors(fn):
     """Turn expected failures into a one-line error and a non-zero exit status."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -50,17 +51,23 @@ def handle_errors(fn):
                 click.echo(f"error: {exc}", err=True)
                 sys.exit(1)
             raise
+
     return wrapper
 
 
 def params_options(model: type, skip: tuple[str, ...] = ()):
     """Click options for every field of a params model (values stay unset unless given)."""
+
     def decorate(fn):
         for name, field in reversed(list(model.model_fields.items())):
             if name in skip:
                 continue
             opt = flag(name)
-            help_text = f"{field.description} [default: {field.default}]" if field.default is not None or name != "data_dir" else field.description
+            help_text = (
+                f"{field.description} [default: {field.default}]"
+                if field.default is not None or name != "data_dir"
+                else field.description
+            )
             ann = field.annotation
             if ann is bool:
                 fn = click.option(f"{opt}/--no-{opt[2:]}", name, default=None, help=help_text)(fn)
@@ -69,6 +76,7 @@ def params_options(model: type, skip: tuple[str, ...] = ()):
             else:
                 fn = click.option(opt, name, type=str, default=None, help=help_text)(fn)
         return fn
+
     return decorate
 
 
@@ -89,7 +97,11 @@ class ProgressBars:
             bar.n = event["step"]
             bar.set_postfix_str(f"{event['img_per_s']:.0f} img/s", refresh=False)
         elif phase == "epoch_end":
-            self.tqdm.write(f"epoch {event['epoch']}/{event['epochs']}: " + ", ".join(f"{k} {v:.4f}" for k, v in event["metrics"].items()), file=sys.stderr)
+            self.tqdm.write(
+                f"epoch {event['epoch']}/{event['epochs']}: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in event["metrics"].items()),
+                file=sys.stderr,
+            )
         if self.bar is not None:
             self.bar.refresh()
 
@@ -97,8 +109,14 @@ class ProgressBars:
         if key != self.key:
             self.close()
             # Counts are set from events, not stepped, so tqdm's own rate would be wrong: leave it out.
-            self.bar = self.tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
-                                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
+            self.bar = self.tqdm(
+                total=total,
+                desc=desc,
+                file=sys.stderr,
+                leave=False,
+                dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
+            )
             self.key = key
         return self.bar
 
@@ -130,8 +148,14 @@ def demo_data(out, subjects, images_per_class, test_images, seed, overwrite):
     from mlcore.demo_data import generate_demo_dataset
 
     try:
-        summary = generate_demo_dataset(out, subjects=subjects, images_per_class=images_per_class,
-                                        test_images=test_images, seed=seed, overwrite=overwrite)
+        summary = generate_demo_dataset(
+            out,
+            subjects=subjects,
+            images_per_class=images_per_class,
+            test_images=test_images,
+            seed=seed,
+            overwrite=overwrite,
+        )
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -139,9 +163,15 @@ def demo_data(out, subjects, images_per_class, test_images, seed, overwrite):
 
 
 @cli.command()
-@click.option("--preset", type=click.Choice(list(PRESETS)), default=None, help="start from a preset: seed = the notebook exactly")
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="write a checkpoint every epoch here and resume from it")
+@click.option(
+    "--preset", type=click.Choice(list(PRESETS)), default=None, help="start from a preset: seed = the notebook exactly"
+)
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="write a checkpoint every epoch here and resume from it",
+)
 @params_options(TrainParams)
 @handle_errors
 def train(preset, checkpoint_dir, **values):
@@ -153,8 +183,12 @@ def train(preset, checkpoint_dir, **values):
     params = train_params(preset, **values)
     bars = ProgressBars()
     try:
-        with MlflowTracker(experiment=params.experiment_name, tags={"dataslayer.job_type": "train", "dataslayer.preset": preset or ""}) as tracker:
-            summary = run_training(params, tracker=tracker, hooks=JobHooks(progress=bars), checkpoint_dir=checkpoint_dir)
+        with MlflowTracker(
+            experiment=params.experiment_name, tags={"dataslayer.job_type": "train", "dataslayer.preset": preset or ""}
+        ) as tracker:
+            summary = run_training(
+                params, tracker=tracker, hooks=JobHooks(progress=bars), checkpoint_dir=checkpoint_dir
+            )
     finally:
         bars.close()
     emit(summary)
@@ -172,8 +206,12 @@ def predict(**values):
     params = build(PredictParams, {k: v for k, v in values.items() if v is not None})
     model, info = load_model(params.model_uri)
     bars = ProgressBars()
-    tags = {"dataslayer.job_type": "predict", "dataslayer.model_uri": params.model_uri,
-            "dataslayer.model_name": str(info["name"]), "dataslayer.model_version": str(info["version"])}
+    tags = {
+        "dataslayer.job_type": "predict",
+        "dataslayer.model_uri": params.model_uri,
+        "dataslayer.model_name": str(info["name"]),
+        "dataslayer.model_version": str(info["version"]),
+    }
     try:
         with MlflowTracker(experiment=params.experiment_name, tags=tags) as tracker:
             summary = run_prediction(params, model, info, tracker=tracker, hooks=JobHooks(progress=bars))
@@ -203,13 +241,23 @@ def models(name):
 
     rows = list_versions(name)
     for r in rows:
-        click.echo(f"v{r['version']:<4} {','.join(r['aliases']) or '-':<12} val_f1 {r['val_f1'] or '-':<10} "
-                   f"threshold {r['threshold'] or '-':<10} {r['arch'] or '-'}@{r['image_size'] or '-'}px run {r['run_id']}")
-    emit({"model_name": name, "versions": len(rows), "champion": next((r["version"] for r in rows if "champion" in r["aliases"]), None)})
+        click.echo(
+            f"v{r['version']:<4} {','.join(r['aliases']) or '-':<12} val_f1 {r['val_f1'] or '-':<10} "
+            f"threshold {r['threshold'] or '-':<10} {r['arch'] or '-'}@{r['image_size'] or '-'}px run {r['run_id']}"
+        )
+    emit(
+        {
+            "model_name": name,
+            "versions": len(rows),
+            "champion": next((r["version"] for r in rows if "champion" in r["aliases"]), None),
+        }
+    )
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
-             add_help_option=False)
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
+)
 @click.pass_context
 def bench(ctx):
     """Benchmark the notebook's pipeline and the engine side by side (`dataslayer bench --help` for options)."""
@@ -242,14 +290,27 @@ def demo(out, epochs):
     bars = ProgressBars()
     try:
         params = train_params("quick", data_dir=str(out), epochs=epochs)
-        with MlflowTracker(experiment=params.experiment_name, run_name="demo-quick", tags={"dataslayer.job_type": "train", "dataslayer.preset": "quick"}) as tracker:
+        with MlflowTracker(
+            experiment=params.experiment_name,
+            run_name="demo-quick",
+            tags={"dataslayer.job_type": "train", "dataslayer.preset": "quick"},
+        ) as tracker:
             trained = run_training(params, tracker=tracker, hooks=JobHooks(progress=bars))
         promote(params.registered_model_name, trained["model_version"])
-        pred = build(PredictParams, {"data_dir": str(out), "model_uri": f"models:/{params.registered_model_name}@champion",
-                                     "output": str(out / "submission.csv")})
+        pred = build(
+            PredictParams,
+            {
+                "data_dir": str(out),
+                "model_uri": f"models:/{params.registered_model_name}@champion",
+                "output": str(out / "submission.csv"),
+            },
+        )
         model, info = load_model(pred.model_uri)
-        with MlflowTracker(experiment=params.experiment_name, run_name="demo-submission",
-                           tags={"dataslayer.job_type": "predict", "dataslayer.model_version": info["version"]}) as tracker:
+        with MlflowTracker(
+            experiment=params.experiment_name,
+            run_name="demo-submission",
+            tags={"dataslayer.job_type": "predict", "dataslayer.model_version": info["version"]},
+        ) as tracker:
             predicted = run_prediction(pred, model, info, tracker=tracker, hooks=JobHooks(progress=bars))
     finally:
         bars.close()
@@ -257,10 +318,19 @@ def demo(out, epochs):
     click.echo(
         f"\nsubmission: {predicted['submission']} ({predicted['rows']} rows), validation F1 {trained['val_f1']:.3f}, "
         f"test F1 {test_f1:.3f} against {out / 'test_labels.csv'}\n"
-        f"MLflow UI:  {Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']} --port 5001"
-        f"  then open http://127.0.0.1:5001", err=True)
-    emit({**{k: trained[k] for k in ("run_id", "model_version", "val_f1_weighted", "val_f1", "threshold")},
-          "submission": predicted["submission"], "rows": predicted["rows"], "test_f1": round(test_f1, 6)})
+        f"MLflow UI:  {Path(sys.executable).parent / 'mlflow'} ui "
+        f"--backend-store-uri {os.environ['MLFLOW_TRACKING_URI']} --port 5001"
+        f"  then open http://127.0.0.1:5001",
+        err=True,
+    )
+    emit(
+        {
+            **{k: trained[k] for k in ("run_id", "model_version", "val_f1_weighted", "val_f1", "threshold")},
+            "submission": predicted["submission"],
+            "rows": predicted["rows"],
+            "test_f1": round(test_f1, 6),
+        }
+    )
 
 
 def _score_against(answers: Path, submission: Path) -> float:

@@ -57,9 +57,13 @@ def _subject_style(seed: int, subject: int) -> _Style:
     """Draw the skin, hair and clothes colours that identify one subject."""
     rng = np.random.default_rng([seed, 1, subject])
     tone = rng.uniform(0.35, 1.0)
-    return {"skin": (int(90 + 150 * tone), int(60 + 130 * tone), int(40 + 110 * tone)),
-            "hair": _colour(rng, 10, 120), "shirt": _colour(rng, 20, 236),
-            "pants": _PANTS[int(rng.integers(len(_PANTS)))], "shoes": _colour(rng, 5, 60)}
+    return {
+        "skin": (int(90 + 150 * tone), int(60 + 130 * tone), int(40 + 110 * tone)),
+        "hair": _colour(rng, 10, 120),
+        "shirt": _colour(rng, 20, 236),
+        "pants": _PANTS[int(rng.integers(len(_PANTS)))],
+        "shoes": _colour(rng, 5, 60),
+    }
 
 
 def _direction(deg: float) -> np.ndarray:
@@ -99,13 +103,21 @@ def _skeleton(pose: str, p: np.ndarray, t: float, variant: int) -> dict[str, np.
         hip, shoulder = s * 0.045 * side, neck - 0.03 * up + s * 0.09 * side
         knee = hip + 0.25 * _direction(thighs[i])
         ankle, elbow = knee + 0.24 * _direction(shins[i]), shoulder + 0.16 * _direction(arms[i])
-        j |= {f"hip{i}": hip, f"knee{i}": knee, f"ankle{i}": ankle, f"toe{i}": ankle + 0.06 * _direction(90),
-              f"shoulder{i}": shoulder, f"elbow{i}": elbow, f"hand{i}": elbow + 0.15 * _direction(fores[i])}
+        j |= {
+            f"hip{i}": hip,
+            f"knee{i}": knee,
+            f"ankle{i}": ankle,
+            f"toe{i}": ankle + 0.06 * _direction(90),
+            f"shoulder{i}": shoulder,
+            f"elbow{i}": elbow,
+            f"hand{i}": elbow + 0.15 * _direction(fores[i]),
+        }
     return j
 
 
-def _project(joints: dict, origin: np.ndarray, scale: float, angle: float, squash: float,
-             mirror: bool) -> dict[str, np.ndarray]:
+def _project(
+    joints: dict, origin: np.ndarray, scale: float, angle: float, squash: float, mirror: bool
+) -> dict[str, np.ndarray]:
     """Map body-frame joints to pixels: mirror, foreshorten along the body, rotate, scale, shift."""
     c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
     out = {}
@@ -129,6 +141,7 @@ def _draw_person(draw: ImageDraw.ImageDraw, P: dict, style: _Style, scale: float
     # Pass 0 paints a dark silhouette a little wider than pass 1, an outline whose contrast
     # does not depend on the subject's clothes or the wall colour.
     for extra in (0.05 * scale, 0.0):
+
         def col(key: str, f: float = 1.0, dark: bool = extra > 0) -> tuple[int, int, int]:
             return tuple(int(v * (0.25 if dark else f)) for v in style[key])
 
@@ -195,8 +208,16 @@ def _draw_room(draw: ImageDraw.ImageDraw, rng: _Rng, w: int, h: int, floor_y: fl
             _draw_chair(draw, np.array([x, rng.uniform(floor_y, h)]), 0.35 * h, col, bool(rng.random() < 0.5))
 
 
-def render_scene(label: str, style: _Style, room_seed: list[int], clip_seed: list[int], frame: int,
-                 image_size: tuple[int, int], *, background: bool = True) -> Image.Image:
+def render_scene(
+    label: str,
+    style: _Style,
+    room_seed: list[int],
+    clip_seed: list[int],
+    frame: int,
+    image_size: tuple[int, int],
+    *,
+    background: bool = True,
+) -> Image.Image:
     """Render one frame of a clip in a room; background=False draws only the person, on black."""
     room, actor = np.random.default_rng(room_seed), np.random.default_rng([*clip_seed, 500])
     rng = np.random.default_rng([*clip_seed, 1000 + frame])  # per-frame motion, camera and light
@@ -229,8 +250,14 @@ def render_scene(label: str, style: _Style, room_seed: list[int], clip_seed: lis
         angle, squash = actor.uniform(-6, 6), 1.0
         ground = max(ground, m + 1.02 * height)
         origin = np.array([x, ground - (0.29 if pose == "sit" else 0.52) * height])
-    P = _project(_skeleton(pose, p, float(frame), variant), origin + rng.normal(0, 0.004 * h, 2), height,
-                 angle + rng.normal(0, 1.5), squash, mirror)
+    P = _project(
+        _skeleton(pose, p, float(frame), variant),
+        origin + rng.normal(0, 0.004 * h, 2),
+        height,
+        angle + rng.normal(0, 1.5),
+        squash,
+        mirror,
+    )
     # Shift the figure into view (a person cut by the border is another problem); the inset is
     # what the largest zoom and shake below can crop away.
     pts, pad, inset = np.stack(list(P.values())), 0.08 * height, 0.07 * np.array([w, h]) + 0.04 * w
@@ -243,8 +270,9 @@ def render_scene(label: str, style: _Style, room_seed: list[int], clip_seed: lis
         if background:
             _draw_chair(draw, seat, height, chair_col, box)
     tint = actor.integers(-20, 21, 3)  # clothes look a little different from clip to clip
-    _draw_person(draw, P, {k: tuple(int(np.clip(v + t, 0, 255)) for v, t in zip(c, tint))
-                           for k, c in style.items()}, height)
+    _draw_person(
+        draw, P, {k: tuple(int(np.clip(v + t, 0, 255)) for v, t in zip(c, tint)) for k, c in style.items()}, height
+    )
     if not background:
         return canvas.crop((round(left), m, round(left) + w, m + h))
     # Camera shake and zoom: one affine warp about the view centre, bounded to stay in the margin.
@@ -260,8 +288,10 @@ def render_scene(label: str, style: _Style, room_seed: list[int], clip_seed: lis
     # label: the main nuisance a model has to learn to ignore.
     gain = (rng.uniform(0.6, 1.2) * rng.uniform(0.85, 1.15, 3)).astype(np.float32)
     a, f32 = rng.uniform(0, 2 * math.pi), np.float32
-    ramp = (f32(math.cos(a)) * np.linspace(-1, 1, w, dtype=f32)[None, :]
-            + f32(math.sin(a)) * np.linspace(-1, 1, h, dtype=f32)[:, None])
+    ramp = (
+        f32(math.cos(a)) * np.linspace(-1, 1, w, dtype=f32)[None, :]
+        + f32(math.sin(a)) * np.linspace(-1, 1, h, dtype=f32)[:, None]
+    )
     arr = np.asarray(img, dtype=f32) * (1 + f32(rng.uniform(0, 0.35)) * ramp)[:, :, None] * gain
     arr += rng.standard_normal((h, w, 3), dtype=f32) * f32(rng.uniform(2, 8))
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
@@ -282,19 +312,37 @@ def _check(image_size: object, seed: object, **counts: tuple[object, int]) -> tu
     for name, (value, minimum) in {**counts, "seed": (seed, 0)}.items():
         if not _is_int(value, minimum):
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if not (isinstance(image_size, (tuple, list)) and len(image_size) == 2
-            and all(_is_int(v, 16) for v in image_size)):  # smaller cannot hold a visible person
+    if not (
+        isinstance(image_size, (tuple, list)) and len(image_size) == 2 and all(_is_int(v, 16) for v in image_size)
+    ):  # smaller cannot hold a visible person
         raise ValueError(f"image_size must be a (width, height) pair of integers >= 16, got {image_size!r}")
     return int(image_size[0]), int(image_size[1])
 
 
-def generate_demo_dataset(out: str | Path, *, subjects: int = 6, images_per_class: int = 40,
-                          test_images: int = 40, seed: int = 0, image_size: tuple[int, int] = (320, 240),
-                          frames_per_clip: int = 8, progress: Callable[[int, int], None] | None = None,
-                          overwrite: bool = False) -> dict:
-    """Write the dataset; return a summary dict {"train": n, "test": n, "subjects": [...], "per_class": {...}, "path": str}."""
-    size, out = _check(image_size, seed, subjects=(subjects, 2), images_per_class=(images_per_class, 1),
-                       test_images=(test_images, 1), frames_per_clip=(frames_per_clip, 1)), Path(out)
+def generate_demo_dataset(
+    out: str | Path,
+    *,
+    subjects: int = 6,
+    images_per_class: int = 40,
+    test_images: int = 40,
+    seed: int = 0,
+    image_size: tuple[int, int] = (320, 240),
+    frames_per_clip: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Write the dataset; return {"train": n, "test": n, "subjects": [...], "per_class": {...}, "path": str}."""
+    size, out = (
+        _check(
+            image_size,
+            seed,
+            subjects=(subjects, 2),
+            images_per_class=(images_per_class, 1),
+            test_images=(test_images, 1),
+            frames_per_clip=(frames_per_clip, 1),
+        ),
+        Path(out),
+    )
     for sub in (out / "train", out / "test"):  # stale files would silently mix into the dataset
         if sub.is_dir() and any(sub.iterdir()) and not overwrite:
             raise ValueError(f"refusing to write into non-empty {sub} (pass overwrite=True)")
@@ -330,8 +378,9 @@ def generate_demo_dataset(out: str | Path, *, subjects: int = 6, images_per_clas
     width, rows = max(4, len(str(test_images))), []
     for i in range(test_images):
         label, name = CLASSES[int(order[i]) % 2], f"img_{i + 1:0{width}d}.jpg"
-        img = render_scene(label, _subject_style(seed, subjects + i), [seed, 7, i], [seed, 4, i],
-                           int(order[i]) % frames_per_clip, size)
+        img = render_scene(
+            label, _subject_style(seed, subjects + i), [seed, 7, i], [seed, 4, i], int(order[i]) % frames_per_clip, size
+        )
         _save(img, out / "test" / name, [seed, 4, i, 7])
         rows.append((name, int(label == "fall")))
         tick()
@@ -339,19 +388,26 @@ def generate_demo_dataset(out: str | Path, *, subjects: int = 6, images_per_clas
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["id", "label"])
         writer.writerows(rows)
-    return {"train": subjects * 2 * images_per_class, "test": test_images, "subjects": names,
-            "per_class": {c: subjects * images_per_class for c in CLASSES}, "path": str(out)}
+    return {
+        "train": subjects * 2 * images_per_class,
+        "test": test_images,
+        "subjects": names,
+        "per_class": {c: subjects * images_per_class for c in CLASSES},
+        "path": str(out),
+    }
 
 
-def write_jpeg_frames(out_dir: str | Path, n: int, *, image_size: tuple[int, int] = (640, 480),
-                      seed: int = 0) -> list[Path]:
+def write_jpeg_frames(
+    out_dir: str | Path, n: int, *, image_size: tuple[int, int] = (640, 480), seed: int = 0
+) -> list[Path]:
     """Write n synthetic scene JPEGs (mixed classes) flat into out_dir; return their paths."""
     size, out_dir = _check(image_size, seed, n=(n, 0)), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
-        img = render_scene(CLASSES[i % 2], _subject_style(seed, 10_000 + i // 8), [seed, 8, i // 16],
-                           [seed, 5, i], i % 8, size)
+        img = render_scene(
+            CLASSES[i % 2], _subject_style(seed, 10_000 + i // 8), [seed, 8, i // 16], [seed, 5, i], i % 8, size
+        )
         paths.append(out_dir / f"frame-{i:05d}.jpg")
         _save(img, paths[-1], [seed, 5, i, 7])
     return paths

@@ -77,8 +77,11 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, OSError):  # mmap of the image cache
         return exc.errno == errno.ENOMEM
     # The CPU allocator raises a plain RuntimeError: "DefaultCPUAllocator: can't allocate memory: ..."
-    return isinstance(exc, RuntimeError) and not isinstance(exc, OutOfMemory) and (
-        "can't allocate memory" in str(exc) or "DefaultCPUAllocator" in str(exc))
+    return (
+        isinstance(exc, RuntimeError)
+        and not isinstance(exc, OutOfMemory)
+        and ("can't allocate memory" in str(exc) or "DefaultCPUAllocator" in str(exc))
+    )
 
 
 @contextmanager
@@ -157,7 +160,7 @@ def train_one_epoch(
     should_stop: Callable[[], bool] | None = None,
     report_every: float = 1.0,
 ) -> dict[str, float]:
-    """One pass over the training batches; returns train_loss (mean of batch losses, as the notebook), images and seconds."""
+    """One pass over the training batches: train_loss (mean of batch losses, as the notebook), images, seconds."""
     model.train()
     loss_sum = torch.zeros((), device=runtime.device)
     seen, step, last_report = 0, 0, 0.0
@@ -181,7 +184,12 @@ def train_one_epoch(
             last_report = now
     train_loss = (loss_sum / max(step, 1)).item()  # the one host sync of the epoch
     seconds = time.perf_counter() - t0
-    return {"train_loss": train_loss, "images": seen, "seconds": seconds, "img_per_s": seen / seconds if seconds else 0.0}
+    return {
+        "train_loss": train_loss,
+        "images": seen,
+        "seconds": seconds,
+        "img_per_s": seen / seconds if seconds else 0.0,
+    }
 
 
 @torch.inference_mode()
@@ -208,7 +216,9 @@ def predict_logits(
     return torch.cat(logits), torch.cat(labels) if labels else None
 
 
-def evaluate(model: nn.Module, batches: Batches, *, runtime: Runtime, should_stop: Callable[[], bool] | None = None) -> dict:
+def evaluate(
+    model: nn.Module, batches: Batches, *, runtime: Runtime, should_stop: Callable[[], bool] | None = None
+) -> dict:
     """Validation loss (mean over images), fall probabilities and labels."""
     t0 = time.perf_counter()
     logits, labels = predict_logits(model, batches, runtime=runtime, should_stop=should_stop)

@@ -44,4 +44,12 @@ class ParamsError(ValueError):
 
 
 # Failures a user can fix from the message alone: entrances show them as one line, no traceback.
-USER_ERRORS = (DataError, WeightsUnavailable, CheckpointError, OutOfMemory, LookupError, FileNotFoundError, ConnectionError)
+USER_ERRORS = (
+    DataError,
+    WeightsUnavailable,
+    CheckpointError,
+    OutOfMemory,
+    LookupError,
+    FileNotFoundError,
+    ConnectionError,
+)

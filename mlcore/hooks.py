@@ -98,8 +98,15 @@ class Progress:
             self.rate = event["images"] / event["seconds"]
         remaining_steps = (self.epochs - self.epoch) * self.steps + (event["steps"] - event["step"])
         eta = remaining_steps * self.batch_size / self.rate if self.rate else None
-        self.hooks.progress({
-            "phase": "training", "epoch": self.epoch, "epochs": self.epochs, "step": event["step"],
-            "steps": event["steps"], "img_per_s": round(self.rate, 1), "eta_s": None if eta is None else round(eta, 1),
-            "metrics": self.metrics,
-        })
+        self.hooks.progress(
+            {
+                "phase": "training",
+                "epoch": self.epoch,
+                "epochs": self.epochs,
+                "step": event["step"],
+                "steps": event["steps"],
+                "img_per_s": round(self.rate, 1),
+                "eta_s": None if eta is None else round(eta, 1),
+                "metrics": self.metrics,
+            }
+        )

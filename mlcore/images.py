@@ -45,7 +45,9 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
             # 1x and 2x its limit, and turning that warning into an error is not thread-safe.
             width, height = img.size
             if width * height > MAX_IMAGE_PIXELS:
-                raise BadImage(f"too many pixels ({width}x{height}; decompression bomb guard, limit {MAX_IMAGE_PIXELS})")
+                raise BadImage(
+                    f"too many pixels ({width}x{height}; decompression bomb guard, limit {MAX_IMAGE_PIXELS})"
+                )
             img.load()
             return _to_rgb(img)
     except Image.DecompressionBombError as exc:

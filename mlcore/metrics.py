@@ -63,6 +63,8 @@ def report(labels: np.ndarray, probs: np.ndarray, threshold: float | None = None
         "threshold": threshold,
         "confusion_matrix": confusion_matrix(labels, preds, labels=[0, 1]).tolist(),
         "labels": list(CLASSES),
-        "report": classification_report(labels, preds, labels=[0, 1], target_names=list(CLASSES), output_dict=True, zero_division=0),
+        "report": classification_report(
+            labels, preds, labels=[0, 1], target_names=list(CLASSES), output_dict=True, zero_division=0
+        ),
         "text": classification_report(labels, preds, labels=[0, 1], target_names=list(CLASSES), zero_division=0),
     }

@@ -69,7 +69,11 @@ def build_model(arch: str = "resnet50", pretrained: str = "none") -> nn.Module:
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # tensors of the wrong shape: another architecture's weights
-            raise WeightsUnavailable(f"weights {pretrained} do not fit {arch}: {str(exc).splitlines()[-1].strip()}") from None
+            raise WeightsUnavailable(
+                f"weights {pretrained} do not fit {arch}: {str(exc).splitlines()[-1].strip()}"
+            ) from None
         if unexpected or any(not k.startswith("fc.") for k in missing):
-            raise WeightsUnavailable(f"weights {pretrained} do not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            raise WeightsUnavailable(
+                f"weights {pretrained} do not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
     return model

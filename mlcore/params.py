@@ -54,16 +54,24 @@ Precision = Literal["auto", "bf16", "fp32"]
 class TrainParams(_Params):
     """Everything one training job needs; defaults reproduce the notebook's hyperparameters."""
 
-    data_dir: Path = Field(description="training images: subject folders with fall/non_fall inside, or a dataset root holding train/")
+    data_dir: Path = Field(
+        description="training images: subject folders with fall/non_fall inside, or a dataset root holding train/"
+    )
     epochs: int = Field(20, ge=1, le=1000, description="passes over the training set")
     batch_size: int = Field(16, ge=1, le=4096, description="training images per optimiser step")
     learning_rate: float = Field(2e-5, gt=0, le=1.0, description="peak learning rate of Adam")
     image_size: int = Field(224, ge=16, le=1024, description="images are resized to image_size x image_size pixels")
-    arch: Literal["resnet18", "resnet34", "resnet50"] = Field("resnet50", description="torchvision ResNet with a 2-class head")
+    arch: Literal["resnet18", "resnet34", "resnet50"] = Field(
+        "resnet50", description="torchvision ResNet with a 2-class head"
+    )
     pretrained: str = Field("imagenet", description="initial weights: imagenet, none, or a local .pth/.pt file")
-    split: Literal["subject", "image"] = Field("subject", description="validation split: whole subjects (no leakage) or random images (the notebook)")
+    split: Literal["subject", "image"] = Field(
+        "subject", description="validation split: whole subjects (no leakage) or random images (the notebook)"
+    )
     val_fraction: float = Field(0.2, ge=0.05, le=0.5, description="share of images held out for validation")
-    seed: int = Field(42, ge=0, le=2**31 - 1, description="seed for the split, initialisation, shuffling and augmentation")
+    seed: int = Field(
+        42, ge=0, le=2**31 - 1, description="seed for the split, initialisation, shuffling and augmentation"
+    )
     precision: Precision = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     aug_flip: bool = Field(True, description="random horizontal flip, p=0.5")
     aug_rotation: float = Field(10.0, ge=0, le=180, description="random rotation range in degrees (0 = off)")
@@ -72,11 +80,19 @@ class TrainParams(_Params):
     aug_saturation: float = Field(0.2, ge=0, le=1, description="colour jitter saturation strength (0 = off)")
     aug_hue: float = Field(0.1, ge=0, le=0.5, description="colour jitter hue strength (0 = off)")
     weight_decay: float = Field(0.0, ge=0, le=1, description="decoupled weight decay (AdamW); 0 is the notebook's Adam")
-    lr_schedule: Literal["constant", "cosine"] = Field("constant", description="constant (the notebook) or cosine decay per step")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="constant (the notebook) or cosine decay per step"
+    )
     warmup_epochs: float = Field(0.0, ge=0, le=100, description="linear learning-rate warm-up, in epochs")
-    early_stopping_patience: int | None = Field(None, ge=1, le=1000, description="stop after this many epochs without a better val_f1_weighted")
-    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile: auto = on for long CUDA jobs, off on CPU")
-    eval_batch_size: int = Field(256, ge=1, le=8192, description="images per evaluation batch (does not change results)")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, le=1000, description="stop after this many epochs without a better val_f1_weighted"
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile: auto = on for long CUDA jobs, off on CPU"
+    )
+    eval_batch_size: int = Field(
+        256, ge=1, le=8192, description="images per evaluation batch (does not change results)"
+    )
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
     experiment_name: str = Field("dataslayer", min_length=1, max_length=200, description="MLflow experiment")
     registered_model_name: str = Field("fall-detector", description="registered model that receives the best model")
@@ -115,28 +131,56 @@ class TrainParams(_Params):
     def use_augment(self) -> bool:
         """Whether any augmentation is switched on."""
         return self.aug_flip or any(
-            v > 0 for v in (self.aug_rotation, self.aug_brightness, self.aug_contrast, self.aug_saturation, self.aug_hue)
+            v > 0
+            for v in (self.aug_rotation, self.aug_brightness, self.aug_contrast, self.aug_saturation, self.aug_hue)
         )
 
 
 # Presets fill in values the caller did not give. `seed` is the notebook exactly.
 PRESETS: dict[str, dict[str, Any]] = {
     "seed": dict(
-        epochs=20, batch_size=16, learning_rate=2e-5, image_size=224, arch="resnet50", pretrained="imagenet",
-        split="image", val_fraction=0.2, seed=42, precision="fp32", compile="off", aug_flip=True,
-        aug_rotation=10.0, aug_brightness=0.2, aug_contrast=0.2, aug_saturation=0.2, aug_hue=0.1,
-        weight_decay=0.0, lr_schedule="constant", warmup_epochs=0.0, early_stopping_patience=None,
+        epochs=20,
+        batch_size=16,
+        learning_rate=2e-5,
+        image_size=224,
+        arch="resnet50",
+        pretrained="imagenet",
+        split="image",
+        val_fraction=0.2,
+        seed=42,
+        precision="fp32",
+        compile="off",
+        aug_flip=True,
+        aug_rotation=10.0,
+        aug_brightness=0.2,
+        aug_contrast=0.2,
+        aug_saturation=0.2,
+        aug_hue=0.1,
+        weight_decay=0.0,
+        lr_schedule="constant",
+        warmup_epochs=0.0,
+        early_stopping_patience=None,
     ),
     # A from-scratch ResNet18 at 64 px: a few CPU minutes on the demo data.
     "quick": dict(
-        epochs=8, batch_size=32, learning_rate=1e-3, image_size=64, arch="resnet18", pretrained="none",
-        lr_schedule="cosine", warmup_epochs=1.0,
+        epochs=8,
+        batch_size=32,
+        learning_rate=1e-3,
+        image_size=64,
+        arch="resnet18",
+        pretrained="none",
+        lr_schedule="cosine",
+        warmup_epochs=1.0,
     ),
     # Large batches for a GPU; the learning rate is scaled linearly from the notebook's 2e-5 at
     # batch 16 (x16) with warm-up and cosine decay, bf16 and torch.compile.
     "throughput": dict(
-        batch_size=256, learning_rate=3.2e-4, lr_schedule="cosine", warmup_epochs=2.0,
-        precision="auto", compile="auto",
+        batch_size=256,
+        learning_rate=3.2e-4,
+        lr_schedule="cosine",
+        warmup_epochs=2.0,
+        precision="auto",
+        compile="auto",
     ),
 }
 
@@ -153,13 +197,19 @@ class PredictParams(_Params):
     """Everything one prediction job needs."""
 
     data_dir: Path = Field(description="flat folder of test images, or a dataset root holding test/")
-    model_uri: str = Field("models:/fall-detector@champion", description="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH")
-    threshold: float | None = Field(None, ge=0, le=1, description="decision threshold; default: the model version's tuned threshold")
+    model_uri: str = Field(
+        "models:/fall-detector@champion", description="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH"
+    )
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="decision threshold; default: the model version's tuned threshold"
+    )
     output: Path = Field(Path("submission.csv"), description="where submission.csv is written")
     batch_size: int = Field(256, ge=1, le=8192, description="images per inference batch")
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Precision = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU")
-    experiment_name: str = Field("dataslayer", min_length=1, max_length=200, description="MLflow experiment of the prediction run")
+    experiment_name: str = Field(
+        "dataslayer", min_length=1, max_length=200, description="MLflow experiment of the prediction run"
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -170,7 +220,9 @@ class PredictParams(_Params):
     @classmethod
     def _model_uri(cls, v: str) -> str:
         name = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-        if ".." in v or not re.fullmatch(rf"models:/{name}(@[A-Za-z0-9_-]+|/\d+|/latest)?|runs:/[0-9a-f]{{32}}/{name}(/{name})*", v):
+        if ".." in v or not re.fullmatch(
+            rf"models:/{name}(@[A-Za-z0-9_-]+|/\d+|/latest)?|runs:/[0-9a-f]{{32}}/{name}(/{name})*", v
+        ):
             raise ValueError("expected models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH")
         return v
 

@@ -21,7 +21,9 @@ def learning_curve(history: list[dict[str, float]]):
     ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="Validation Loss")
     ax.set(title="Learning Curve", xlabel="Epochs", ylabel="Loss")
     ax2 = ax.twinx()
-    ax2.plot(epochs, [h["val_f1_weighted"] for h in history], color="tab:green", linestyle="--", label="Val F1 (weighted)")
+    ax2.plot(
+        epochs, [h["val_f1_weighted"] for h in history], color="tab:green", linestyle="--", label="Val F1 (weighted)"
+    )
     ax2.set(ylabel="F1", ylim=(0, 1.02))
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()

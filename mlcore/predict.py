@@ -55,9 +55,13 @@ def _files_key(files: list[Path]) -> str:
     return "test-" + h.hexdigest()[:16]
 
 
-def predict_probabilities(model: nn.Module, images: torch.Tensor, *, batch_size: int, runtime, should_stop=None) -> np.ndarray:
+def predict_probabilities(
+    model: nn.Module, images: torch.Tensor, *, batch_size: int, runtime, should_stop=None
+) -> np.ndarray:
     """Fall probabilities for cached uint8 images, in large batches."""
-    batches = (images[i:i + batch_size].to(runtime.device, non_blocking=True) for i in range(0, len(images), batch_size))
+    batches = (
+        images[i : i + batch_size].to(runtime.device, non_blocking=True) for i in range(0, len(images), batch_size)
+    )
     logits, _ = predict_logits(model, batches, runtime=runtime, should_stop=should_stop)
     return torch.softmax(logits, dim=1)[:, 1].cpu().numpy().astype(np.float64)
 
@@ -79,8 +83,9 @@ def run_prediction(
         return _predict(params, model, info, runtime, tracker or NullTracker(), hooks or JobHooks(), cache_dir)
 
 
-def _predict(params: PredictParams, model: nn.Module, info: dict, runtime: Runtime, tracker: Tracker, hooks: JobHooks,
-             cache_dir) -> dict:
+def _predict(
+    params: PredictParams, model: nn.Module, info: dict, runtime: Runtime, tracker: Tracker, hooks: JobHooks, cache_dir
+) -> dict:
     """The job itself, on `runtime`."""
     t0 = time.perf_counter()
     files = list_test_images(params.data_dir)
@@ -88,27 +93,42 @@ def _predict(params: PredictParams, model: nn.Module, info: dict, runtime: Runti
     size = int(info["image_size"])
     threshold = params.threshold if params.threshold is not None else float(info["threshold"])
     cache = build_image_cache(
-        files, size, device=device, key=_files_key(files),
+        files,
+        size,
+        device=device,
+        key=_files_key(files),
         cache_dir=default_cache_dir() if cache_dir == "default" else cache_dir,
         progress=lambda done, total: hooks.progress({"phase": "decoding", "done": done, "total": total}),
     )
     hooks.progress({"phase": "predicting", "done": 0, "total": len(files)})
     model = prepare_model(model, runtime)
     t_pred = time.perf_counter()
-    probs = predict_probabilities(model, cache.images, batch_size=params.batch_size, runtime=runtime, should_stop=hooks.should_stop)
+    probs = predict_probabilities(
+        model, cache.images, batch_size=params.batch_size, runtime=runtime, should_stop=hooks.should_stop
+    )
     predict_s = time.perf_counter() - t_pred
     hooks.progress({"phase": "predicting", "done": len(files), "total": len(files)})
     labels = (probs > threshold).astype(int)  # strict, as the notebook
     ids = [f.name for f in files]
     submission = write_submission(ids, labels, params.output)
-    probabilities = write_probabilities(ids, probs, labels, cache.bad, submission.with_name(f"{submission.stem}_probabilities.csv"))
+    probabilities = write_probabilities(
+        ids, probs, labels, cache.bad, submission.with_name(f"{submission.stem}_probabilities.csv")
+    )
     bad = [{"file": ids[i], "reason": r} for i, r in sorted(cache.bad.items())]
     result = {
-        "run_id": tracker.run_id, "submission": str(submission), "probabilities": str(probabilities),
-        "rows": len(ids), "positives": int(labels.sum()), "threshold": threshold,
-        "threshold_source": "override" if params.threshold is not None else "model", "bad_files": len(bad),
-        "model_uri": params.model_uri, "model_version": info.get("version"), "decode_s": round(cache.seconds, 3),
-        "predict_img_per_s": round(len(ids) / predict_s, 1) if predict_s else None, "wall_s": round(time.perf_counter() - t0, 3),
+        "run_id": tracker.run_id,
+        "submission": str(submission),
+        "probabilities": str(probabilities),
+        "rows": len(ids),
+        "positives": int(labels.sum()),
+        "threshold": threshold,
+        "threshold_source": "override" if params.threshold is not None else "model",
+        "bad_files": len(bad),
+        "model_uri": params.model_uri,
+        "model_version": info.get("version"),
+        "decode_s": round(cache.seconds, 3),
+        "predict_img_per_s": round(len(ids) / predict_s, 1) if predict_s else None,
+        "wall_s": round(time.perf_counter() - t0, 3),
     }
     tracker.log_prediction({**result, "bad": bad}, [str(submission), str(probabilities)])
     hooks.progress({"phase": "done", "done": len(files), "total": len(files)})

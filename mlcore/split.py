@@ -24,7 +24,9 @@ def split_by_image(labels: list[int], val_fraction: float, seed: int) -> tuple[n
     return np.asarray(train), np.asarray(val)
 
 
-def split_by_subject(labels: list[int], subjects: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_by_subject(
+    labels: list[int], subjects: list[str], val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Send whole subjects to validation, matching size and class balance as well as possible."""
     names = sorted(set(subjects))
     if len(names) < 2:

@@ -37,7 +37,9 @@ TAG_PREFIX = "dataslayer."
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(mlcore.__file__).parent, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(mlcore.__file__).parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -55,8 +57,16 @@ def base_tags() -> dict[str, str]:
 class MlflowTracker:
     """A job's MLflow run: new, or an existing one (scheduled by the queue, or resumed after a crash)."""
 
-    def __init__(self, *, experiment: str = "dataslayer", run_id: str | None = None, run_name: str | None = None,
-                 parent_run_id: str | None = None, tags: dict[str, str] | None = None, system_metrics: bool | None = None):
+    def __init__(
+        self,
+        *,
+        experiment: str = "dataslayer",
+        run_id: str | None = None,
+        run_name: str | None = None,
+        parent_run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+        system_metrics: bool | None = None,
+    ):
         self.experiment, self.run_id, self.run_name = experiment, run_id, run_name
         self.parent_run_id, self.tags = parent_run_id, tags or {}
         if system_metrics is None:
@@ -76,9 +86,13 @@ class MlflowTracker:
             run = self.client.get_run(self.run_id)
             self._has_params = bool(run.data.params)
             self._logged_steps = {m.step for m in self.client.get_metric_history(self.run_id, "val_f1_weighted")}
-        run = mlflow.start_run(run_id=self.run_id, run_name=self.run_name, parent_run_id=self.parent_run_id,
-                               tags={**base_tags(), **self.tags} if self.run_id is None else None,
-                               log_system_metrics=self.system_metrics)
+        run = mlflow.start_run(
+            run_id=self.run_id,
+            run_name=self.run_name,
+            parent_run_id=self.parent_run_id,
+            tags={**base_tags(), **self.tags} if self.run_id is None else None,
+            log_system_metrics=self.system_metrics,
+        )
         self.run_id = run.info.run_id
         return self
 
@@ -147,11 +161,19 @@ class MlflowTracker:
         split = np.full(len(dataset.samples), "", dtype=object)
         split[np.asarray(train_idx, dtype=int)] = "train"
         split[np.asarray(val_idx, dtype=int)] = "val"
-        df = pd.DataFrame({"path": [s.rel for s in dataset.samples], "label": dataset.labels,
-                           "subject": dataset.subjects, "split": split})
+        df = pd.DataFrame(
+            {
+                "path": [s.rel for s in dataset.samples],
+                "label": dataset.labels,
+                "subject": dataset.subjects,
+                "split": split,
+            }
+        )
         with warnings.catch_warnings():  # schema-inference hints about integer columns and source guessing
             warnings.simplefilter("ignore", UserWarning)
-            ds = mlflow.data.from_pandas(df, source=str(dataset.root), name=dataset.root.parent.name or "dataset", targets="label")
+            ds = mlflow.data.from_pandas(
+                df, source=str(dataset.root), name=dataset.root.parent.name or "dataset", targets="label"
+            )
             for attempt in range(3):
                 try:
                     mlflow.log_input(ds, context=context)
@@ -164,7 +186,9 @@ class MlflowTracker:
                         log.warning("dataset input not logged: %s", exc)
                         self.set_tags({TAG_PREFIX + "dataset_input": "not logged: " + str(exc)[:200]})
                     time.sleep(0.5 * (attempt + 1))
-        self.set_tags({TAG_PREFIX + "dataset_fingerprint": dataset.fingerprint, TAG_PREFIX + "dataset_images": str(len(df))})
+        self.set_tags(
+            {TAG_PREFIX + "dataset_fingerprint": dataset.fingerprint, TAG_PREFIX + "dataset_images": str(len(df))}
+        )
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Per-epoch metrics with step=epoch, exactly once per epoch even across resumes."""
@@ -190,24 +214,44 @@ class MlflowTracker:
         for name, fig in (
             ("plots/learning_curve.png", plots.learning_curve(ev["history"])),
             ("plots/confusion_matrix.png", plots.confusion_matrix_figure(ev["report"]["confusion_matrix"])),
-            ("plots/confusion_matrix_at_threshold.png", plots.confusion_matrix_figure(
-                ev["report_at_threshold"]["confusion_matrix"], f"Confusion Matrix (threshold {ev['threshold']:.2f})")),
+            (
+                "plots/confusion_matrix_at_threshold.png",
+                plots.confusion_matrix_figure(
+                    ev["report_at_threshold"]["confusion_matrix"], f"Confusion Matrix (threshold {ev['threshold']:.2f})"
+                ),
+            ),
             ("plots/f1_vs_threshold.png", plots.f1_threshold_figure(ev["thresholds"], ev["f1_curve"], ev["threshold"])),
         ):
             mlflow.log_figure(fig, name)
             plots.close(fig)
         for key, rep in (("", ev["report"]), ("_at_threshold", ev["report_at_threshold"])):
-            mlflow.log_dict({"labels": rep["labels"], "matrix": rep["confusion_matrix"], "threshold": rep["threshold"]},
-                            f"reports/confusion_matrix{key}.json")
+            mlflow.log_dict(
+                {"labels": rep["labels"], "matrix": rep["confusion_matrix"], "threshold": rep["threshold"]},
+                f"reports/confusion_matrix{key}.json",
+            )
             mlflow.log_dict(rep["report"], f"reports/classification_report{key}.json")
             mlflow.log_text(rep["text"], f"reports/classification_report{key}.txt")
-        mlflow.log_dict({"thresholds": ev["thresholds"], "f1": ev["f1_curve"], "best": ev["threshold"]}, "reports/f1_vs_threshold.json")
-        mlflow.log_table(pd.DataFrame({"path": ev["files"], "label": ev["labels"], "probability": ev["probs"]}), "tables/val_predictions.json")
+        mlflow.log_dict(
+            {"thresholds": ev["thresholds"], "f1": ev["f1_curve"], "best": ev["threshold"]},
+            "reports/f1_vs_threshold.json",
+        )
+        mlflow.log_table(
+            pd.DataFrame({"path": ev["files"], "label": ev["labels"], "probability": ev["probs"]}),
+            "tables/val_predictions.json",
+        )
         mlflow.log_dict({"count": len(ev["skipped"]), "files": ev["skipped"]}, "reports/skipped_files.json")
         mlflow.log_dict(ev["dataset"], "reports/dataset_counts.json")
         best = ev["history"][ev["best_epoch"] - 1]
-        mlflow.log_metrics({"best_epoch": ev["best_epoch"], "best_val_f1_weighted": best["val_f1_weighted"], "best_val_f1": best["val_f1"],
-                            "threshold": ev["threshold"], "val_f1_at_threshold": ev["threshold_f1"], "skipped_files": len(ev["skipped"])})
+        mlflow.log_metrics(
+            {
+                "best_epoch": ev["best_epoch"],
+                "best_val_f1_weighted": best["val_f1_weighted"],
+                "best_val_f1": best["val_f1"],
+                "threshold": ev["threshold"],
+                "val_f1_at_threshold": ev["threshold_f1"],
+                "skipped_files": len(ev["skipped"]),
+            }
+        )
         self.set_tags({TAG_PREFIX + "threshold": f"{ev['threshold']:.6f}"})
 
     def log_model(self, model, info: dict) -> dict:
@@ -216,21 +260,35 @@ class MlflowTracker:
 
         self._await_server()
         size = int(info["image_size"])
-        example = np.random.default_rng(0).random((2, 3, size, size), dtype=np.float32)  # batch 2 keeps the batch dim dynamic
-        signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, size, size))]),
-                                   outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 2))]))
+        example = np.random.default_rng(0).random(
+            (2, 3, size, size), dtype=np.float32
+        )  # batch 2 keeps the batch dim dynamic
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, size, size))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 2))]),
+        )
         name = info["registered_model_name"]
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # torch.export's notes on CPU-only weights
             logged = mlflow.pytorch.log_model(
-                model, name="model", serialization_format="pt2", input_example=example, signature=signature,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"], registered_model_name=name,
+                model,
+                name="model",
+                serialization_format="pt2",
+                input_example=example,
+                signature=signature,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                registered_model_name=name,
                 metadata={k: info[k] for k in ("arch", "image_size", "threshold")},
             )
         version = str(logged.registered_model_version)
-        tags = {"threshold": f"{info['threshold']:.6f}", "val_f1": f"{info['val_f1']:.6f}",
-                "val_f1_weighted": f"{info['val_f1_weighted']:.6f}", "run_id": self.run_id, "arch": info["arch"],
-                "image_size": str(size)}
+        tags = {
+            "threshold": f"{info['threshold']:.6f}",
+            "val_f1": f"{info['val_f1']:.6f}",
+            "val_f1_weighted": f"{info['val_f1_weighted']:.6f}",
+            "run_id": self.run_id,
+            "arch": info["arch"],
+            "image_size": str(size),
+        }
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version, key, value)
         self.set_tags({TAG_PREFIX + "model_version": version, TAG_PREFIX + "registered_model": name})
@@ -242,8 +300,14 @@ class MlflowTracker:
         for f in files:
             mlflow.log_artifact(f, "submission")
         mlflow.log_dict(result, "reports/prediction.json")
-        mlflow.log_metrics({"rows": result["rows"], "positives": result["positives"], "bad_files": result["bad_files"],
-                            "threshold": result["threshold"]})
+        mlflow.log_metrics(
+            {
+                "rows": result["rows"],
+                "positives": result["positives"],
+                "bad_files": result["bad_files"],
+                "threshold": result["threshold"],
+            }
+        )
 
 
 # -- models and the registry -------------------------------------------------------------------
@@ -269,16 +333,28 @@ def load_model(uri: str):
 
     if uri.startswith("runs:/"):
         run = MlflowClient().get_run(uri.split("/")[1])
-        info = {"arch": run.data.params["arch"], "image_size": run.data.params["image_size"],
-                "threshold": run.data.tags.get(TAG_PREFIX + "threshold", "0.5"), "name": None, "version": None}
+        info = {
+            "arch": run.data.params["arch"],
+            "image_size": run.data.params["image_size"],
+            "threshold": run.data.tags.get(TAG_PREFIX + "threshold", "0.5"),
+            "name": None,
+            "version": None,
+        }
         load_uri = uri
     else:
         mv = resolve_model_version(uri)
         missing = [k for k in ("arch", "image_size", "threshold") if k not in mv.tags]
         if missing:
-            raise LookupError(f"model version {mv.name}/{mv.version} lacks the tags {missing}; it was not registered by dataslayer")
-        info = {"arch": mv.tags["arch"], "image_size": mv.tags["image_size"], "threshold": mv.tags["threshold"],
-                "name": mv.name, "version": str(mv.version)}
+            raise LookupError(
+                f"model version {mv.name}/{mv.version} lacks the tags {missing}; it was not registered by dataslayer"
+            )
+        info = {
+            "arch": mv.tags["arch"],
+            "image_size": mv.tags["image_size"],
+            "threshold": mv.tags["threshold"],
+            "name": mv.name,
+            "version": str(mv.version),
+        }
         load_uri = f"models:/{mv.name}/{mv.version}"
     exported = mlflow.pytorch.load_model(load_uri)  # a torch.export program: no pickle is executed
     model = build_model(info["arch"], "none")
@@ -308,9 +384,17 @@ def list_versions(name: str) -> list[dict]:
         aliases.setdefault(str(version), []).append(alias)
     rows = []
     for mv in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version)):
-        rows.append({"version": str(mv.version), "aliases": sorted(aliases.get(str(mv.version), [])), "val_f1": mv.tags.get("val_f1"),
-                     "val_f1_weighted": mv.tags.get("val_f1_weighted"), "threshold": mv.tags.get("threshold"),
-                     "arch": mv.tags.get("arch"), "image_size": mv.tags.get("image_size"), "run_id": mv.run_id,
-                     "created": mv.creation_timestamp})
+        rows.append(
+            {
+                "version": str(mv.version),
+                "aliases": sorted(aliases.get(str(mv.version), [])),
+                "val_f1": mv.tags.get("val_f1"),
+                "val_f1_weighted": mv.tags.get("val_f1_weighted"),
+                "threshold": mv.tags.get("threshold"),
+                "arch": mv.tags.get("arch"),
+                "image_size": mv.tags.get("image_size"),
+                "run_id": mv.run_id,
+                "created": mv.creation_timestamp,
+            }
+        )
     return rows
-

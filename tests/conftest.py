@@ -23,7 +23,9 @@ def demo_root(tmp_path_factory) -> Path:
     from mlcore.demo_data import generate_demo_dataset
 
     root = tmp_path_factory.mktemp("demo")
-    generate_demo_dataset(root, subjects=3, images_per_class=8, test_images=6, seed=1, image_size=(96, 72), frames_per_clip=4)
+    generate_demo_dataset(
+        root, subjects=3, images_per_class=8, test_images=6, seed=1, image_size=(96, 72), frames_per_clip=4
+    )
     return root
 
 
@@ -75,8 +77,17 @@ def tracking_server(mlflow_server, monkeypatch) -> MlflowServer:
 @pytest.fixture
 def tiny_train_values(demo_root) -> dict:
     """TrainParams values for a seconds-long CPU job on the tiny dataset."""
-    return dict(data_dir=str(demo_root), arch="resnet18", pretrained="none", image_size=32, epochs=2,
-                batch_size=8, learning_rate=1e-3, device="cpu", eval_batch_size=32)
+    return dict(
+        data_dir=str(demo_root),
+        arch="resnet18",
+        pretrained="none",
+        image_size=32,
+        epochs=2,
+        batch_size=8,
+        learning_rate=1e-3,
+        device="cpu",
+        eval_batch_size=32,
+    )
 
 
 # -- the queue: a real Redis server and real worker processes ------------------------------------
@@ -95,10 +106,16 @@ def queue_env(redis_server, tracking_server, tmp_path, monkeypatch) -> dict[str,
     from worker.settings import get_settings
 
     env = {
-        "REDIS_URL": redis_server.url, "MLFLOW_TRACKING_URI": tracking_server.url,
-        "DATASLAYER_STATE_DIR": str(tmp_path / "state"), "DATASLAYER_CACHE_DIR": str(tmp_path / "cache"),
-        "DATASLAYER_LEASE_TTL": "4", "DATASLAYER_HEARTBEAT_S": "1", "DATASLAYER_RECONCILE_S": "2",
-        "DATASLAYER_MAX_ATTEMPTS": "2", "DATASLAYER_SYSTEM_METRICS": "0", "DATASLAYER_TRACKING_GRACE_S": "120",
+        "REDIS_URL": redis_server.url,
+        "MLFLOW_TRACKING_URI": tracking_server.url,
+        "DATASLAYER_STATE_DIR": str(tmp_path / "state"),
+        "DATASLAYER_CACHE_DIR": str(tmp_path / "cache"),
+        "DATASLAYER_LEASE_TTL": "4",
+        "DATASLAYER_HEARTBEAT_S": "1",
+        "DATASLAYER_RECONCILE_S": "2",
+        "DATASLAYER_MAX_ATTEMPTS": "2",
+        "DATASLAYER_SYSTEM_METRICS": "0",
+        "DATASLAYER_TRACKING_GRACE_S": "120",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -53,9 +53,21 @@ class MlflowServer:
     def start(self) -> None:
         """Start the server and wait until /health answers."""
         self.root.mkdir(parents=True, exist_ok=True)
-        cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-               "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts", "--workers", "1"]
+        cmd = [
+            str(VENV_BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--backend-store-uri",
+            f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(self.root / "artifacts"),
+            "--serve-artifacts",
+            "--workers",
+            "1",
+        ]
         self.log = open(self.root / "server.log", "ab")
         # The job runner (huey) serves GenAI features we do not use and slows start and stop by seconds.
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -95,9 +107,25 @@ class RedisServer:
 
         self.root.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root),
-             "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", ""],
-            stdout=open(self.root / "redis.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.root),
+                "--appendonly",
+                "yes",
+                "--maxmemory-policy",
+                "noeviction",
+                "--save",
+                "",
+            ],
+            stdout=open(self.root / "redis.log", "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -127,9 +155,13 @@ class WorkerProcess:
         """Start the worker; wait until it consumes."""
         import redis
 
-        self.proc = subprocess.Popen([str(VENV_BIN / "dataslayer"), "worker", "--name", self.name, "--loglevel", "INFO"],
-                                     env={**os.environ, **self.env}, stdout=open(self.log_path, "ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "dataslayer"), "worker", "--name", self.name, "--loglevel", "INFO"],
+            env={**os.environ, **self.env},
+            stdout=open(self.log_path, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         if wait:
             r = redis.Redis.from_url(self.env["REDIS_URL"])
             deadline = time.monotonic() + 90

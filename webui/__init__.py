@@ -8,8 +8,10 @@ from flask_wtf.csrf import CSRFProtect
 csrf = CSRFProtect()
 
 # Scripts, styles and images come from this app only: the UI works offline and injected markup cannot load code.
-CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
-       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
 
 
 def create_app(test_config: dict | None = None) -> Flask:

@@ -24,7 +24,9 @@ def _authenticate():
     if user is None and request.method == "GET" and session.get("user") in app.config["USERS"]:
         user = session["user"]
     if user is None:
-        response = jsonify(error="missing or invalid API token: send 'Authorization: Bearer TOKEN' (see your profile page)")
+        response = jsonify(
+            error="missing or invalid API token: send 'Authorization: Bearer TOKEN' (see your profile page)"
+        )
         response.status_code = 401
         response.headers["WWW-Authenticate"] = 'Bearer realm="dataslayer"'
         return response
@@ -61,8 +63,19 @@ def openapi():
 @bp.route("/datasets")
 def list_datasets():
     """Datasets under the data root with their image counts."""
-    return jsonify(datasets=[{"name": d.name, "train": d.has_train, "test": d.has_test, "counts": d.counts,
-                              "test_images": d.test_images, "problems": d.problems} for d in datasets.find_datasets()])
+    return jsonify(
+        datasets=[
+            {
+                "name": d.name,
+                "train": d.has_train,
+                "test": d.has_test,
+                "counts": d.counts,
+                "test_images": d.test_images,
+                "problems": d.problems,
+            }
+            for d in datasets.find_datasets()
+        ]
+    )
 
 
 @bp.route("/jobs")
@@ -72,8 +85,13 @@ def list_jobs():
     if (status and status not in STATUSES) or (job_type and job_type not in TYPES):
         abort(400, f"status is one of {', '.join(STATUSES)}; type is one of {', '.join(TYPES)}")
     limit = min(max(request.args.get("limit", 100, type=int), 1), 500)
-    listed = jobs().list_jobs(status=status, job_type=job_type, sweep=checked_run_id(sweep) if sweep else None,
-                              limit=limit, with_progress=True)
+    listed = jobs().list_jobs(
+        status=status,
+        job_type=job_type,
+        sweep=checked_run_id(sweep) if sweep else None,
+        limit=limit,
+        with_progress=True,
+    )
     return jsonify(jobs=[_job_json(j) for j in listed])
 
 
@@ -113,8 +131,14 @@ def create_run():
     params = body.get("params", {})
     if not isinstance(params, dict):
         raise ParamsError("params", "expected an object of TrainParams fields")
-    run_id = queue_train(params, body.get("dataset"), priority=body.get("priority", "normal"), user=g.user,
-                         token=_token(body), name=body.get("name"))
+    run_id = queue_train(
+        params,
+        body.get("dataset"),
+        priority=body.get("priority", "normal"),
+        user=g.user,
+        token=_token(body),
+        name=body.get("name"),
+    )
     return jsonify(run_id=run_id, status="SCHEDULED"), 201
 
 
@@ -157,12 +181,20 @@ def promote_version(name: str, version: int):
 
 @bp.route("/submissions", methods=["GET", "POST"])
 def submissions_index():
-    """GET: prediction jobs with the model version each used; POST: {dataset, model_version, threshold, priority} queues one."""
+    """GET: prediction jobs and model versions; POST: {dataset, model_version, threshold, priority} queues one."""
     if request.method == "GET":
-        return jsonify(submissions=[submissions.history_row(j) for j in jobs().list_jobs(job_type="predict", limit=100)])
+        return jsonify(
+            submissions=[submissions.history_row(j) for j in jobs().list_jobs(job_type="predict", limit=100)]
+        )
     body = _body()
-    run_id = queue_predict(body.get("dataset"), version=body.get("model_version"), threshold=body.get("threshold"),
-                           priority=body.get("priority", "normal"), user=g.user, token=_token(body))
+    run_id = queue_predict(
+        body.get("dataset"),
+        version=body.get("model_version"),
+        threshold=body.get("threshold"),
+        priority=body.get("priority", "normal"),
+        user=g.user,
+        token=_token(body),
+    )
     return jsonify(run_id=run_id, status="SCHEDULED"), 201
 
 

@@ -20,7 +20,10 @@ from webui.jobqueue import jobs
 PLOTS = {
     "learning_curve": ("plots/learning_curve.png", "Learning curve"),
     "confusion_matrix": ("plots/confusion_matrix.png", "Confusion matrix (argmax)"),
-    "confusion_matrix_at_threshold": ("plots/confusion_matrix_at_threshold.png", "Confusion matrix at the tuned threshold"),
+    "confusion_matrix_at_threshold": (
+        "plots/confusion_matrix_at_threshold.png",
+        "Confusion matrix at the tuned threshold",
+    ),
     "f1_vs_threshold": ("plots/f1_vs_threshold.png", "F1 vs threshold"),
 }
 REPORTS = {

@@ -83,7 +83,9 @@ def logout():
 @bp.route("/profile")
 def profile():
     """The user's API token and how to use it."""
-    return render_template("auth/profile.html", token=user_token(g.user), api_base=request.url_root.rstrip("/") + "/api")
+    return render_template(
+        "auth/profile.html", token=user_token(g.user), api_base=request.url_root.rstrip("/") + "/api"
+    )
 
 
 def user_token(user: str) -> str:

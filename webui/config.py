@@ -78,18 +78,25 @@ def configure(app: Flask, test_config: dict | None) -> None:
     app.config["USERS"] = load_users(app.config)
     app.config["API_TOKEN_USERS"] = parse_api_tokens(app.config["API_TOKENS"])
     if not app.config["USERS"] and not app.config["API_TOKEN_USERS"]:
-        raise ConfigError("no users: set DATASLAYER_ADMIN_PASSWORD (and DATASLAYER_ADMIN_USER), or DATASLAYER_USERS_FILE")
+        raise ConfigError(
+            "no users: set DATASLAYER_ADMIN_PASSWORD (and DATASLAYER_ADMIN_USER), or DATASLAYER_USERS_FILE"
+        )
 
 
 def _check_secret_key(app: Flask) -> None:
     if app.config.get("SECRET_KEY"):
         if len(str(app.config["SECRET_KEY"])) < 16 and not (app.config["DEV_MODE"] or app.testing):
-            raise ConfigError("SECRET_KEY is too short: use at least 16 random characters (python -c 'import secrets; print(secrets.token_hex(32))')")
+            raise ConfigError(
+                "SECRET_KEY is too short: use at least 16 random characters "
+                "(python -c 'import secrets; print(secrets.token_hex(32))')"
+            )
         return
     if not (app.config["DEV_MODE"] or app.testing):
-        raise ConfigError("SECRET_KEY is not set: the web UI signs sessions with it. Set SECRET_KEY to a long random "
-                          "string (python -c 'import secrets; print(secrets.token_hex(32))'), or DATASLAYER_DEV=1 for a "
-                          "development server")
+        raise ConfigError(
+            "SECRET_KEY is not set: the web UI signs sessions with it. Set SECRET_KEY to a long random "
+            "string (python -c 'import secrets; print(secrets.token_hex(32))'), or DATASLAYER_DEV=1 for a "
+            "development server"
+        )
     # Development only: sessions end when the process does, which is what a dev server wants.
     app.config["SECRET_KEY"] = secrets.token_hex(32)
     log.warning("SECRET_KEY not set: using a random one (development mode)")
@@ -102,7 +109,9 @@ def _check_rate_limits(app: Flask) -> None:
             if not all(item.amount >= 1 for item in parse_many(str(app.config[key]))):
                 raise ValueError("a limit of 0 refuses everyone")
         except ValueError:
-            raise ConfigError(f"DATASLAYER_{key} {app.config[key]!r}: expected limits such as '10 per minute; 50 per hour'") from None
+            raise ConfigError(
+                f"DATASLAYER_{key} {app.config[key]!r}: expected limits such as '10 per minute; 50 per hour'"
+            ) from None
 
 
 def load_users(config: dict) -> dict[str, str]:
@@ -113,7 +122,9 @@ def load_users(config: dict) -> dict[str, str]:
     elif config.get("DEV_MODE"):
         password = secrets.token_urlsafe(12)
         users[config["ADMIN_USER"]] = generate_password_hash(password)
-        log.warning("DATASLAYER_ADMIN_PASSWORD not set: log in as %s / %s (development mode)", config["ADMIN_USER"], password)
+        log.warning(
+            "DATASLAYER_ADMIN_PASSWORD not set: log in as %s / %s (development mode)", config["ADMIN_USER"], password
+        )
     path = config.get("USERS_FILE")
     if path:
         try:
@@ -125,8 +136,11 @@ def load_users(config: dict) -> dict[str, str]:
         for name, hashed in extra.items():
             # Plain-text passwords in a file are refused rather than silently accepted.
             if not isinstance(hashed, str) or not hashed.startswith(HASH_PREFIXES):
-                raise ConfigError(f"DATASLAYER_USERS_FILE: the password of {name!r} is not a werkzeug hash "
-                                  "(make one with python -c 'from werkzeug.security import generate_password_hash as g; print(g(\"PASSWORD\"))')")
+                raise ConfigError(
+                    f"DATASLAYER_USERS_FILE: the password of {name!r} is not a werkzeug hash "
+                    "(make one with python -c "
+                    "'from werkzeug.security import generate_password_hash as g; print(g(\"PASSWORD\"))')"
+                )
             users.setdefault(str(name), hashed)
     return users
 
@@ -137,6 +151,9 @@ def parse_api_tokens(spec: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in (spec or "").split(","))):
         user, sep, token = item.partition(":")
         if not sep or not user or len(token) < MIN_TOKEN_LENGTH:
-            raise ConfigError(f"DATASLAYER_API_TOKENS: expected user:token pairs with tokens of at least {MIN_TOKEN_LENGTH} characters")
+            raise ConfigError(
+                f"DATASLAYER_API_TOKENS: expected user:token pairs with tokens of at least "
+                f"{MIN_TOKEN_LENGTH} characters"
+            )
         out[token] = user
     return out

@@ -50,8 +50,11 @@ class DatasetInfo:
         parts = []
         if self.counts and kind != "test":
             per = self.counts["per_class"]
-            parts.append(f"{self.counts['images']} training images ({per.get('fall', 0)} fall, {per.get('non_fall', 0)} non_fall, "
-                         f"{len(self.counts['per_subject'])} subjects)")
+            parts.append(
+                f"{self.counts['images']} training images ({per.get('fall', 0)} fall, "
+                f"{per.get('non_fall', 0)} non_fall, "
+                f"{len(self.counts['per_subject'])} subjects)"
+            )
         if self.has_test and kind != "train":
             parts.append(f"{self.test_images} test images")
         return f"{self.name}: " + ("; ".join(parts) or "unusable: " + "; ".join(self.problems))
@@ -126,7 +129,7 @@ def check_name(name: object) -> str:
 
 
 def resolve_dataset(name: object, kind: str) -> Path:
-    """The folder of dataset `name` that holds `kind`/; 400 when path-like or outside the root, UnknownDataset when absent."""
+    """The folder of dataset `name` holding `kind`/; 400 if path-like or outside the root, UnknownDataset if absent."""
     name = check_name(name)
     root = data_root()
     try:

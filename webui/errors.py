@@ -15,8 +15,18 @@ from worker.client import QueueUnavailable, TrackingUnavailable
 
 log = logging.getLogger(__name__)
 
-TITLES = {400: "Bad request", 401: "Not logged in", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-          413: "Request too large", 429: "Too many requests", 500: "Something went wrong", 502: "Tracking server error", 503: "Service unavailable"}
+TITLES = {
+    400: "Bad request",
+    401: "Not logged in",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request too large",
+    429: "Too many requests",
+    500: "Something went wrong",
+    502: "Tracking server error",
+    503: "Service unavailable",
+}
 
 
 class ServiceDown(Exception):
@@ -44,7 +54,11 @@ def not_found(exc: BaseException) -> bool:
 
 def wants_json() -> bool:
     """API calls and the pages' polling endpoints get JSON errors."""
-    return request.blueprint == "api" or request.path.endswith(".json") or request.accept_mimetypes.best == "application/json"
+    return (
+        request.blueprint == "api"
+        or request.path.endswith(".json")
+        or request.accept_mimetypes.best == "application/json"
+    )
 
 
 def error_response(status: int, message: str, *, service: str | None = None):
@@ -54,7 +68,9 @@ def error_response(status: int, message: str, *, service: str | None = None):
         if service:
             body["service"] = service
         return jsonify(body), status
-    return render_template("error.html", status=status, title=TITLES.get(status, "Error"), message=message, service=service), status
+    return render_template(
+        "error.html", status=status, title=TITLES.get(status, "Error"), message=message, service=service
+    ), status
 
 
 QUEUE_DOWN = "The job queue (Redis) is unavailable, so nothing was queued or cancelled. Try again when it is back."
@@ -70,8 +86,11 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):
-        return error_response(400, f"The form was refused: its security token did not check out ({exc.description.rstrip('.')}). "
-                                   "Reload the page and send it again.")
+        return error_response(
+            400,
+            f"The form was refused: its security token did not check out ({exc.description.rstrip('.')}). "
+            "Reload the page and send it again.",
+        )
 
     @app.errorhandler(QueueUnavailable)
     @app.errorhandler(redis.exceptions.ConnectionError)
@@ -103,4 +122,6 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("unhandled error on %s", request.path)
-        return error_response(500, "The server hit an unexpected error; it is logged. Try again, or tell whoever runs the service.")
+        return error_response(
+            500, "The server hit an unexpected error; it is logged. Try again, or tell whoever runs the service."
+        )

@@ -24,8 +24,11 @@ def _filters() -> dict:
     status = request.args.get("status", "")
     job_type = request.args.get("type", "")
     sweep = request.args.get("sweep", "")
-    return {"status": status if status in STATUSES else None, "job_type": job_type if job_type in TYPES else None,
-            "sweep": checked_run_id(sweep) if sweep else None}
+    return {
+        "status": status if status in STATUSES else None,
+        "job_type": job_type if job_type in TYPES else None,
+        "sweep": checked_run_id(sweep) if sweep else None,
+    }
 
 
 def _rows(filters: dict) -> list[dict]:
@@ -61,8 +64,15 @@ def index():
     filters = _filters()
     rows = _rows(filters)
     sweeps = [progress.view(j) for j in jobs().list_jobs(job_type="sweep", limit=50)]
-    return render_template("jobs/list.html", rows=rows, filters=filters, statuses=STATUSES, types=TYPES, sweeps=sweeps,
-                           queue_ok=queue_available())
+    return render_template(
+        "jobs/list.html",
+        rows=rows,
+        filters=filters,
+        statuses=STATUSES,
+        types=TYPES,
+        sweeps=sweeps,
+        queue_ok=queue_available(),
+    )
 
 
 @bp.route("/jobs.json")
@@ -74,7 +84,11 @@ def index_json():
 def sweep_children(job) -> list:
     kids = jobs().list_jobs(sweep=job.run_id, limit=300)
     score = "best_val_f1_weighted"
-    return sorted(kids, key=lambda c: (score in c.metrics, c.metrics.get(score, 0.0), c.metrics.get("best_val_f1", 0.0)), reverse=True)
+    return sorted(
+        kids,
+        key=lambda c: (score in c.metrics, c.metrics.get(score, 0.0), c.metrics.get("best_val_f1", 0.0)),
+        reverse=True,
+    )
 
 
 def metric_curves(run_id: str) -> dict[str, list[list[float]]]:
@@ -114,8 +128,15 @@ def detail(run_id: str):
     """One job: progress, curves, evaluation, parameters and log."""
     job = jobs().job(checked_run_id(run_id))
     children = sweep_children(job) if job.job_type == "sweep" else []
-    ctx = {"job": job, "row": progress.view(job, children), "children": [progress.view(c) for c in children],
-           "child_jobs": children, "log": log_lines(job) if job.job_type != "sweep" else [], "plots": {}, "reports": {}}
+    ctx = {
+        "job": job,
+        "row": progress.view(job, children),
+        "children": [progress.view(c) for c in children],
+        "child_jobs": children,
+        "log": log_lines(job) if job.job_type != "sweep" else [],
+        "plots": {},
+        "reports": {},
+    }
     if job.job_type == "sweep":
         ctx["varied"] = _varied(job)
         if children:
@@ -139,8 +160,11 @@ def live(run_id: str):
     """What the job page refreshes: status, progress, curves, log tail, children."""
     job = jobs().job(checked_run_id(run_id))
     children = sweep_children(job) if job.job_type == "sweep" else []
-    body = {"job": progress.view(job, children), "log": log_lines(job) if job.job_type != "sweep" else [],
-            "children": [progress.view(c) for c in children]}
+    body = {
+        "job": progress.view(job, children),
+        "log": log_lines(job) if job.job_type != "sweep" else [],
+        "children": [progress.view(c) for c in children],
+    }
     if job.job_type == "train":
         body["curves"] = metric_curves(job.run_id)
     return jsonify(body)
@@ -163,9 +187,14 @@ def cancel(run_id: str):
     """Cancel a job (a sweep cancels its children)."""
     result = jobs().cancel(checked_run_id(run_id))
     if result["cancelled"]:
-        flash(f"Cancel requested for {run_id[:8]}: it is {progress.STATUS_LABELS.get(result['status'], result['status'])} now.", "success")
+        flash(
+            f"Cancel requested for {run_id[:8]}: "
+            f"it is {progress.STATUS_LABELS.get(result['status'], result['status'])} now.",
+            "success",
+        )
     else:
-        flash(f"{run_id[:8]} had already ended ({progress.STATUS_LABELS.get(result['status'], result['status'])}).", "info")
+        flash(
+            f"{run_id[:8]} had already ended ({progress.STATUS_LABELS.get(result['status'], result['status'])}).",
+            "info",
+        )
     return redirect(safe_next(request.form.get("next"), url_for("jobs.detail", run_id=run_id)))
-
-

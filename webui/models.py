@@ -89,6 +89,8 @@ def promote_version(name: str, version: int):
         was = f" (was version {result['previous_version']})" if result.get("previous_version") else ""
         flash(f"Version {version} of {name} is the champion now{was}.", "success")
         return redirect(url_for("models.index", name=name))
-    diff = {k: (candidate[k] - champion[k]) if champion and candidate[k] is not None and champion[k] is not None else None
-            for k in ("val_f1", "val_f1_weighted")}
+    diff = {
+        k: (candidate[k] - champion[k]) if champion and candidate[k] is not None and champion[k] is not None else None
+        for k in ("val_f1", "val_f1_weighted")
+    }
     return render_template("models/promote.html", name=name, candidate=candidate, champion=champion, diff=diff)

@@ -28,14 +28,28 @@ def _json(schema: dict | str) -> dict:
     return {"content": {"application/json": {"schema": ref}}}
 
 
-def _op(summary: str, *, body: dict | str | None = None, ok: int = 200, params: list | None = None, csv: bool = False) -> dict:
-    op: dict[str, Any] = {"summary": summary, "responses": {
-        str(ok): {"description": "OK", **({"content": {"text/csv": {"schema": {"type": "string"}}}} if csv else _json({"type": "object"}))},
-        "400": {"description": "invalid input; `field` names it", **_json("Error")},
-        "401": {"description": "missing or wrong token", **_json("Error")},
-        "429": {"description": "too many missing or wrong tokens from this address; Retry-After says when to try again", **_json("Error")},
-        "503": {"description": "the queue (Redis) or the tracking server (MLflow) is unavailable; nothing was queued", **_json("Error")},
-    }}
+def _op(
+    summary: str, *, body: dict | str | None = None, ok: int = 200, params: list | None = None, csv: bool = False
+) -> dict:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            str(ok): {
+                "description": "OK",
+                **({"content": {"text/csv": {"schema": {"type": "string"}}}} if csv else _json({"type": "object"})),
+            },
+            "400": {"description": "invalid input; `field` names it", **_json("Error")},
+            "401": {"description": "missing or wrong token", **_json("Error")},
+            "429": {
+                "description": "too many missing or wrong tokens from this address; Retry-After says when to try again",
+                **_json("Error"),
+            },
+            "503": {
+                "description": "the queue (Redis) or the tracking server (MLflow) is unavailable; nothing was queued",
+                **_json("Error"),
+            },
+        },
+    }
     if body is not None:
         op["requestBody"] = {"required": True, **_json(body)}
     if params:
@@ -44,12 +58,23 @@ def _op(summary: str, *, body: dict | str | None = None, ok: int = 200, params: 
 
 
 def _path_param(name: str, description: str, schema: dict | None = None) -> dict:
-    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema or {"type": "string"}}
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
 
 
 RUN_ID = _path_param("run_id", "the job's MLflow run id", {"type": "string", "pattern": "^[0-9a-f]{32}$"})
-IDEMPOTENCY = {"idempotency_key": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$",
-                                   "description": "the same key twice queues one job (also as the Idempotency-Key header)"}}
+IDEMPOTENCY = {
+    "idempotency_key": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]{8,64}$",
+        "description": "the same key twice queues one job (also as the Idempotency-Key header)",
+    }
+}
 PRIORITY = {"priority": {"type": "string", "enum": ["high", "normal", "low"], "default": "normal"}}
 DATASET = {"dataset": {"type": "string", "description": "a dataset's name from GET /api/datasets (never a path)"}}
 
@@ -57,32 +82,83 @@ DATASET = {"dataset": {"type": "string", "description": "a dataset's name from G
 def document(server: str) -> dict:
     """The whole document, with `server` as the base URL."""
     schemas = {
-        "Error": {"type": "object", "properties": {"error": {"type": "string"}, "field": {"type": "string"},
-                                                   "errors": {"type": "array", "items": {"type": "object"}}}},
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": {"type": "string"},
+                "field": {"type": "string"},
+                "errors": {"type": "array", "items": {"type": "object"}},
+            },
+        },
         "TrainParams": _train_schema(),
         "Range": Range.model_json_schema(),
-        "RunRequest": {"type": "object", "required": ["dataset"], "properties": {
-            **DATASET, "params": {"$ref": "#/components/schemas/TrainParams"}, "name": {"type": "string", "maxLength": 100},
-            **PRIORITY, **IDEMPOTENCY}},
-        "SweepRequest": {"type": "object", "required": ["dataset"], "properties": {
-            **DATASET, "base": {"$ref": "#/components/schemas/TrainParams"},
-            "strategy": {"type": "string", "enum": ["grid", "random"]},
-            "grid": {"type": "object", "additionalProperties": {"type": "array"}, "description": "field -> values"},
-            "ranges": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Range"}},
-            "samples": {"type": "integer", "minimum": 1}, "seed": {"type": "integer", "minimum": 0},
-            "max_concurrent": {"type": "integer", "minimum": 1}, "promote_best": {"type": "boolean"}, **PRIORITY, **IDEMPOTENCY}},
-        "SubmissionRequest": {"type": "object", "required": ["dataset"], "properties": {
-            **DATASET, "model_version": {"type": "string", "description": "a version number, or 'champion' (the default)"},
-            "threshold": {"type": "number", "minimum": 0, "maximum": 1, "description": "default: the version's tuned threshold"},
-            **PRIORITY, **IDEMPOTENCY}},
+        "RunRequest": {
+            "type": "object",
+            "required": ["dataset"],
+            "properties": {
+                **DATASET,
+                "params": {"$ref": "#/components/schemas/TrainParams"},
+                "name": {"type": "string", "maxLength": 100},
+                **PRIORITY,
+                **IDEMPOTENCY,
+            },
+        },
+        "SweepRequest": {
+            "type": "object",
+            "required": ["dataset"],
+            "properties": {
+                **DATASET,
+                "base": {"$ref": "#/components/schemas/TrainParams"},
+                "strategy": {"type": "string", "enum": ["grid", "random"]},
+                "grid": {"type": "object", "additionalProperties": {"type": "array"}, "description": "field -> values"},
+                "ranges": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Range"}},
+                "samples": {"type": "integer", "minimum": 1},
+                "seed": {"type": "integer", "minimum": 0},
+                "max_concurrent": {"type": "integer", "minimum": 1},
+                "promote_best": {"type": "boolean"},
+                **PRIORITY,
+                **IDEMPOTENCY,
+            },
+        },
+        "SubmissionRequest": {
+            "type": "object",
+            "required": ["dataset"],
+            "properties": {
+                **DATASET,
+                "model_version": {"type": "string", "description": "a version number, or 'champion' (the default)"},
+                "threshold": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 1,
+                    "description": "default: the version's tuned threshold",
+                },
+                **PRIORITY,
+                **IDEMPOTENCY,
+            },
+        },
     }
     paths = {
         "/api/datasets": {"get": _op("Datasets under the data root with image counts")},
-        "/api/jobs": {"get": _op("Jobs, newest first", params=[
-            {"name": "status", "in": "query", "schema": {"type": "string", "enum": STATUS}},
-            {"name": "type", "in": "query", "schema": {"type": "string", "enum": ["train", "sweep", "predict"]}},
-            {"name": "sweep", "in": "query", "schema": {"type": "string"}, "description": "a sweep's run id: its children"},
-            {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 500}}])},
+        "/api/jobs": {
+            "get": _op(
+                "Jobs, newest first",
+                params=[
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": STATUS}},
+                    {
+                        "name": "type",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["train", "sweep", "predict"]},
+                    },
+                    {
+                        "name": "sweep",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "a sweep's run id: its children",
+                    },
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 500}},
+                ],
+            )
+        },
         "/api/jobs/{run_id}": {"get": _op("One job with live progress", params=[RUN_ID])},
         "/api/jobs/{run_id}/log": {"get": _op("The tail of the job's log", params=[RUN_ID])},
         "/api/jobs/{run_id}/metrics": {"get": _op("Per-epoch metric history", params=[RUN_ID])},
@@ -90,20 +166,44 @@ def document(server: str) -> dict:
         "/api/runs": {"post": _op("Queue a training job", body="RunRequest", ok=201)},
         "/api/sweeps": {"post": _op("Queue a sweep", body="SweepRequest", ok=201)},
         "/api/sweeps/preview": {"post": _op("Count (and validate) the runs a sweep makes", body="SweepRequest")},
-        "/api/models": {"get": _op("Versions of the registered model", params=[
-            {"name": "name", "in": "query", "schema": {"type": "string"}}])},
-        "/api/models/{name}/{version}/promote": {"post": _op("Point the champion alias at a version", params=[
-            _path_param("name", "registered model"), _path_param("version", "version number", {"type": "integer"})])},
-        "/api/submissions": {"get": _op("Prediction jobs with the model version each used"),
-                             "post": _op("Queue a prediction (a submission)", body="SubmissionRequest", ok=201)},
-        "/api/submissions/{run_id}/{kind}.csv": {"get": _op("Download submission.csv or the probabilities", csv=True, params=[
-            RUN_ID, _path_param("kind", "which file", {"type": "string", "enum": ["submission", "probabilities"]})])},
+        "/api/models": {
+            "get": _op(
+                "Versions of the registered model",
+                params=[{"name": "name", "in": "query", "schema": {"type": "string"}}],
+            )
+        },
+        "/api/models/{name}/{version}/promote": {
+            "post": _op(
+                "Point the champion alias at a version",
+                params=[
+                    _path_param("name", "registered model"),
+                    _path_param("version", "version number", {"type": "integer"}),
+                ],
+            )
+        },
+        "/api/submissions": {
+            "get": _op("Prediction jobs with the model version each used"),
+            "post": _op("Queue a prediction (a submission)", body="SubmissionRequest", ok=201),
+        },
+        "/api/submissions/{run_id}/{kind}.csv": {
+            "get": _op(
+                "Download submission.csv or the probabilities",
+                csv=True,
+                params=[
+                    RUN_ID,
+                    _path_param("kind", "which file", {"type": "string", "enum": ["submission", "probabilities"]}),
+                ],
+            )
+        },
     }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "dataslayer web UI API", "version": "1",
-                 "description": "Queue training runs, sweeps and submissions, watch them, promote models. "
-                                "Authenticate with 'Authorization: Bearer TOKEN' (your token is on the profile page)."},
+        "info": {
+            "title": "dataslayer web UI API",
+            "version": "1",
+            "description": "Queue training runs, sweeps and submissions, watch them, promote models. "
+            "Authenticate with 'Authorization: Bearer TOKEN' (your token is on the profile page).",
+        },
         "servers": [{"url": server}],
         "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],

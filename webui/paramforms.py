@@ -21,7 +21,18 @@ from mlcore.params import PRESETS, TrainParams
 # Sections of the training form, in order; a field added to TrainParams later lands in "Other".
 TRAIN_GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("Model", ("arch", "pretrained", "image_size")),
-    ("Optimisation", ("epochs", "batch_size", "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay", "early_stopping_patience")),
+    (
+        "Optimisation",
+        (
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "lr_schedule",
+            "warmup_epochs",
+            "weight_decay",
+            "early_stopping_patience",
+        ),
+    ),
     ("Augmentation", ("aug_flip", "aug_rotation", "aug_brightness", "aug_contrast", "aug_saturation", "aug_hue")),
     ("Validation split", ("split", "val_fraction", "seed")),
     ("Runtime", ("device", "precision", "compile", "eval_batch_size")),
@@ -110,9 +121,16 @@ def field_specs(model: type[BaseModel], names: list[str] | None = None, prefix: 
             continue
         annotation, optional = _unwrap(info.annotation)
         default = None if info.default is PydanticUndefined else info.default
-        spec = FieldSpec(name=name, input_name=prefix + name, label=label(name),
-                         kind="text", help=info.description or "", default=default, optional=optional,
-                         suggestions=SUGGESTIONS.get(name, ()))
+        spec = FieldSpec(
+            name=name,
+            input_name=prefix + name,
+            label=label(name),
+            kind="text",
+            help=info.description or "",
+            default=default,
+            optional=optional,
+            suggestions=SUGGESTIONS.get(name, ()),
+        )
         if name in WEB_CHOICES:
             spec.kind, spec.choices = "select", WEB_CHOICES[name]
         elif typing.get_origin(annotation) is Literal:
@@ -151,7 +169,9 @@ def grouped(specs: dict[str, FieldSpec], groups=TRAIN_GROUPS) -> list[tuple[str,
     return [(title, fields) for title, fields in out if fields]
 
 
-def initial_values(specs: dict[str, FieldSpec], preset: str | None = None, overrides: dict | None = None) -> dict[str, str]:
+def initial_values(
+    specs: dict[str, FieldSpec], preset: str | None = None, overrides: dict | None = None
+) -> dict[str, str]:
     """What the inputs show first: defaults, then the preset, then e.g. a job being run again."""
     values = {n: s.default for n, s in specs.items()}
     values.update({k: v for k, v in PRESETS.get(preset or "", {}).items() if k in specs})
@@ -177,7 +197,9 @@ def parse_form(specs: dict[str, FieldSpec], form) -> tuple[dict[str, Any], dict[
     return values, typed
 
 
-def field_errors(errors: list[dict], known: set[str], aliases: dict[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
+def field_errors(
+    errors: list[dict], known: set[str], aliases: dict[str, str] | None = None
+) -> tuple[dict[str, str], list[str]]:
     """({input: message} for errors naming a known field, [other messages]) from ParamsError.errors."""
     by_field: dict[str, str] = {}
     general: list[str] = []

@@ -11,12 +11,30 @@ from flask import current_app, url_for
 
 from worker.client import Job
 
-STATUS_LABELS = {"SCHEDULED": "queued", "RUNNING": "running", "FINISHED": "finished", "FAILED": "failed", "KILLED": "cancelled"}
-PHASES = {"decoding": "decoding images", "training": "training", "evaluating": "evaluating", "epoch_end": "epoch done",
-          "logging": "logging the model", "predicting": "predicting", "queued": "back in the queue", "done": "done"}
+STATUS_LABELS = {
+    "SCHEDULED": "queued",
+    "RUNNING": "running",
+    "FINISHED": "finished",
+    "FAILED": "failed",
+    "KILLED": "cancelled",
+}
+PHASES = {
+    "decoding": "decoding images",
+    "training": "training",
+    "evaluating": "evaluating",
+    "epoch_end": "epoch done",
+    "logging": "logging the model",
+    "predicting": "predicting",
+    "queued": "back in the queue",
+    "done": "done",
+}
 
 
-DECODE_SPAN = {("train", "decoding"): (0.0, 5.0), ("predict", "decoding"): (0.0, 50.0), ("predict", "predicting"): (50.0, 50.0)}
+DECODE_SPAN = {
+    ("train", "decoding"): (0.0, 5.0),
+    ("predict", "decoding"): (0.0, 50.0),
+    ("predict", "predicting"): (50.0, 50.0),
+}
 
 
 def duration(seconds: float | None) -> str:
@@ -110,12 +128,25 @@ def view(job: Job, children: list[Job] | None = None) -> dict:
     ended = job.end_time / 1000 if job.end_time else None
     elapsed = ((ended or time.time()) - started) if started and job.status != "SCHEDULED" else None
     return {
-        "run_id": job.run_id, "name": job.name or job.run_id[:8], "job_type": job.job_type, "status": job.status,
-        "status_label": STATUS_LABELS.get(job.status, job.status.lower()), "done": job.done,
-        "percent": round(percent, 1), "label": label, "detail": " · ".join(details), "phase": (job.progress or {}).get("phase"),
-        "val_f1": f1, "val_f1_weighted": f1w, "submitted_by": job.submitted_by, "priority": job.priority,
-        "submitted": timestamp(job.start_time), "elapsed": duration(elapsed), "failure": job.failure,
-        "parent_run_id": job.parent_run_id, "url": url_for("jobs.detail", run_id=job.run_id),
+        "run_id": job.run_id,
+        "name": job.name or job.run_id[:8],
+        "job_type": job.job_type,
+        "status": job.status,
+        "status_label": STATUS_LABELS.get(job.status, job.status.lower()),
+        "done": job.done,
+        "percent": round(percent, 1),
+        "label": label,
+        "detail": " · ".join(details),
+        "phase": (job.progress or {}).get("phase"),
+        "val_f1": f1,
+        "val_f1_weighted": f1w,
+        "submitted_by": job.submitted_by,
+        "priority": job.priority,
+        "submitted": timestamp(job.start_time),
+        "elapsed": duration(elapsed),
+        "failure": job.failure,
+        "parent_run_id": job.parent_run_id,
+        "url": url_for("jobs.detail", run_id=job.run_id),
         "mlflow_url": mlflow_run_url(job.experiment_id, job.run_id),
     }
 
@@ -129,7 +160,8 @@ def mlflow_compare_url(runs: list[Job]) -> str:
     """The MLflow UI's compare view of several runs."""
     run_ids = json.dumps([r.run_id for r in runs], separators=(",", ":"))
     experiments = json.dumps(sorted({r.experiment_id for r in runs}), separators=(",", ":"))
-    return f"{current_app.config['MLFLOW_PUBLIC_URL']}/#/compare-runs?runs={quote(run_ids)}&experiments={quote(experiments)}"
+    base = current_app.config["MLFLOW_PUBLIC_URL"]
+    return f"{base}/#/compare-runs?runs={quote(run_ids)}&experiments={quote(experiments)}"
 
 
 def by_sweep(jobs: list[Job]) -> dict[str, list[Job]]:

@@ -42,10 +42,20 @@ def init_app(app: Flask, auth_bp: Blueprint, api_bp: Blueprint) -> Limiter:
     if urlsplit(app.config["RATELIMIT_STORAGE_URI"]).scheme.startswith("redis"):
         # An outage must cost a log-in a moment, not redis-py's default retries with back-off.
         options = {"socket_connect_timeout": 2, "socket_timeout": 2, "retry": Retry(NoBackoff(), 1)}
-    limiter = Limiter(get_remote_address, key_prefix="dataslayer", storage_options=options,
-                      swallow_errors=True, in_memory_fallback_enabled=True)
-    limiter.shared_limit(app.config["LOGIN_RATE_LIMIT"], scope="login", methods=["POST"], deduct_when=_failed,
-                         exempt_when=lambda: request.endpoint != "auth.login")(auth_bp)
+    limiter = Limiter(
+        get_remote_address,
+        key_prefix="dataslayer",
+        storage_options=options,
+        swallow_errors=True,
+        in_memory_fallback_enabled=True,
+    )
+    limiter.shared_limit(
+        app.config["LOGIN_RATE_LIMIT"],
+        scope="login",
+        methods=["POST"],
+        deduct_when=_failed,
+        exempt_when=lambda: request.endpoint != "auth.login",
+    )(auth_bp)
     limiter.shared_limit(app.config["API_RATE_LIMIT"], scope="api-token", deduct_when=_failed)(api_bp)
     limiter.init_app(app)
     app.extensions[EXTENSION] = limiter
@@ -67,7 +77,9 @@ def _too_many(exc: RateLimitExceeded):
     wait = retry_after()
     log.warning("rate limit hit by %s on %s", get_remote_address(), request.path)
     if request.endpoint == "auth.login":
-        response = current_app.make_response((render_template("auth/login.html", error=LOGIN_LIMITED.format(wait)), 429))
+        response = current_app.make_response(
+            (render_template("auth/login.html", error=LOGIN_LIMITED.format(wait)), 429)
+        )
     else:
         response = current_app.make_response(error_response(429, API_LIMITED.format(wait)))
     response.headers["Retry-After"] = str(wait)

@@ -20,9 +20,20 @@ EXTRA_INPUTS = {"dataset", "priority", "name", "idempotency_key"}
 
 
 def _common(typed: dict, errors: dict, general: list, token: str, **extra) -> dict:
-    return {"groups": grouped(train_specs()), "values": typed, "errors": errors, "general": general, "token": token,
-            "datasets": datasets.find_datasets("train"), "presets": list(PRESETS), "config_presets": PRESETS, "priorities": PRIORITIES,
-            "data_root": datasets.data_root(), "queue_ok": queue_available(), **extra}
+    return {
+        "groups": grouped(train_specs()),
+        "values": typed,
+        "errors": errors,
+        "general": general,
+        "token": token,
+        "datasets": datasets.find_datasets("train"),
+        "presets": list(PRESETS),
+        "config_presets": PRESETS,
+        "priorities": PRIORITIES,
+        "data_root": datasets.data_root(),
+        "queue_ok": queue_available(),
+        **extra,
+    }
 
 
 def _rerun_values(run_id: str) -> tuple[dict, str | None]:
@@ -47,8 +58,14 @@ def new_run():
     token = request.form.get("idempotency_key") or ""
     preset = request.form.get("preset") if request.form.get("preset") in PRESETS else None
     try:
-        run_id = queue_train(values, request.form.get("dataset"), priority=request.form.get("priority", "normal"),
-                             user=g.user, token=token, name=request.form.get("name"))
+        run_id = queue_train(
+            values,
+            request.form.get("dataset"),
+            priority=request.form.get("priority", "normal"),
+            user=g.user,
+            token=token,
+            name=request.form.get("name"),
+        )
     except ParamsError as exc:
         errors, general = field_errors(exc.errors, set(specs) | EXTRA_INPUTS)
         return render_template("runs/new.html", **_common(typed, errors, general, token, preset=preset)), 400
@@ -60,8 +77,15 @@ def new_run():
 
 
 def _sweep_context(typed: dict, errors: dict, general: list, token: str) -> dict:
-    return _common(typed, errors, general, token, rows=sweepform.row_specs(), settings=sweepform.setting_specs(),
-                   shared_open=any(k in train_specs() for k in errors))
+    return _common(
+        typed,
+        errors,
+        general,
+        token,
+        rows=sweepform.row_specs(),
+        settings=sweepform.setting_specs(),
+        shared_open=any(k in train_specs() for k in errors),
+    )
 
 
 def _sweep_from_form():
@@ -73,8 +97,13 @@ def _sweep_from_form():
 
 
 def _sweep_errors(exc: ParamsError) -> tuple[dict, list]:
-    # A child's error names its field in the child (`learning_rate`); exc.field says where it came from (`grid.learning_rate`).
-    errors = exc.errors if exc.errors and exc.errors[0]["field"] == exc.field else [{"field": exc.field, "message": exc.message}]
+    # A child's error names its field in the child (`learning_rate`); exc.field says where it came from
+    # (`grid.learning_rate`).
+    errors = (
+        exc.errors
+        if exc.errors and exc.errors[0]["field"] == exc.field
+        else [{"field": exc.field, "message": exc.message}]
+    )
     mapped = [{**e, "field": sweepform.error_key(e["field"])} for e in errors]
     known = set(train_specs()) | EXTRA_INPUTS | {f"row.{s.name}" for s in sweepform.row_specs()}
     known |= {sweepform.PREFIX + n for n in sweepform.SETTINGS}

@@ -25,8 +25,11 @@ def history_row(job: Job) -> dict:
     uri = job.params.get("model_uri", "")
     row.update(
         model_version=job.tags.get("dataslayer.model_version") or uri.rpartition("/")[2] or uri,
-        model_uri=uri, dataset=datasets.name_of(job.params.get("data_dir")) or "(outside the data root)",
-        rows=job.metrics.get("rows"), positives=job.metrics.get("positives"), threshold=job.metrics.get("threshold"),
+        model_uri=uri,
+        dataset=datasets.name_of(job.params.get("data_dir")) or "(outside the data root)",
+        rows=job.metrics.get("rows"),
+        positives=job.metrics.get("positives"),
+        threshold=job.metrics.get("threshold"),
         downloadable=job.status == "FINISHED",
     )
     return row
@@ -34,10 +37,19 @@ def history_row(job: Job) -> dict:
 
 def _page(typed: dict, errors: dict, general: list, token: str, status: int = 200):
     history = [history_row(j) for j in jobs().list_jobs(job_type="predict", limit=100)]
-    ctx = {"history": history, "values": typed, "errors": errors, "general": general, "token": token,
-           "datasets": datasets.find_datasets("test"), "versions": versions(current_app.config["MODEL_NAME"]),
-           "priorities": PRIORITIES, "model_name": current_app.config["MODEL_NAME"], "data_root": datasets.data_root(),
-           "queue_ok": queue_available()}
+    ctx = {
+        "history": history,
+        "values": typed,
+        "errors": errors,
+        "general": general,
+        "token": token,
+        "datasets": datasets.find_datasets("test"),
+        "versions": versions(current_app.config["MODEL_NAME"]),
+        "priorities": PRIORITIES,
+        "model_name": current_app.config["MODEL_NAME"],
+        "data_root": datasets.data_root(),
+        "queue_ok": queue_available(),
+    }
     return render_template("submissions/list.html", **ctx), status
 
 
@@ -45,14 +57,24 @@ def _page(typed: dict, errors: dict, general: list, token: str, status: int = 20
 def index():
     """The history of submissions and the form that generates one."""
     if request.method == "GET":
-        first = {"model_version": request.args.get("model_version", "champion"), "priority": "normal", "threshold": "",
-                 "dataset": request.args.get("dataset", "")}
+        first = {
+            "model_version": request.args.get("model_version", "champion"),
+            "priority": "normal",
+            "threshold": "",
+            "dataset": request.args.get("dataset", ""),
+        }
         return _page(first, {}, [], uuid.uuid4().hex)
     typed = {k: request.form.get(k, "") for k in ("dataset", "model_version", "threshold", "priority")}
     token = request.form.get("idempotency_key") or ""
     try:
-        run_id = queue_predict(typed["dataset"], version=typed["model_version"], threshold=typed["threshold"] or None,
-                               priority=typed["priority"] or "normal", user=g.user, token=token)
+        run_id = queue_predict(
+            typed["dataset"],
+            version=typed["model_version"],
+            threshold=typed["threshold"] or None,
+            priority=typed["priority"] or "normal",
+            user=g.user,
+            token=token,
+        )
     except ParamsError as exc:
         aliases = {"model_uri": "model_version", "data_dir": "dataset"}
         errors, general = field_errors(exc.errors, {"dataset", "model_version", "threshold", "priority"}, aliases)
@@ -77,8 +99,14 @@ def download(run_id: str, kind: str) -> Response:
     if data is None:
         abort(404, "This run logged no such file.")
     name = "submission" if kind == "submission" else "probabilities"
-    return Response(data, mimetype="text/csv", headers={
-        "Content-Disposition": f'attachment; filename="{name}-{job.run_id[:8]}.csv"', "Cache-Control": "private, no-store"})
+    return Response(
+        data,
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}-{job.run_id[:8]}.csv"',
+            "Cache-Control": "private, no-store",
+        },
+    )
 
 
 @bp.route("/submissions/<run_id>/<kind>.csv")

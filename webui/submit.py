@@ -69,14 +69,16 @@ def run_name(value: Any) -> str | None:
     return value.strip() or None
 
 
-def queue_train(values: dict[str, Any], dataset: Any, *, priority: Any, user: str, token: str | None = None,
-                name: Any = None) -> str:
+def queue_train(
+    values: dict[str, Any], dataset: Any, *, priority: Any, user: str, token: str | None = None, name: Any = None
+) -> str:
     """Validate and queue one training job; returns its run id."""
     _web_limits(values)
     key = idempotency_key(user, token)
     values = {**values, "data_dir": _dataset_dir(dataset, "train")}
-    return jobs().submit_train(values, priority=check_priority(priority), submitted_by=user, idempotency_key=key,
-                               run_name=run_name(name))
+    return jobs().submit_train(
+        values, priority=check_priority(priority), submitted_by=user, idempotency_key=key, run_name=run_name(name)
+    )
 
 
 def sweep_values(base: dict[str, Any], dataset: Any, spec: dict[str, Any]) -> dict[str, Any]:
@@ -115,14 +117,17 @@ def model_uri(version: Any) -> str:
     return f"models:/{name}/{int(version)}"
 
 
-def queue_predict(dataset: Any, *, version: Any, threshold: Any, priority: Any, user: str, token: str | None = None) -> str:
+def queue_predict(
+    dataset: Any, *, version: Any, threshold: Any, priority: Any, user: str, token: str | None = None
+) -> str:
     """Queue a prediction job writing a fresh submission; returns its run id."""
     key = idempotency_key(user, token)
     values: dict[str, Any] = {"data_dir": _dataset_dir(dataset, "test"), "model_uri": model_uri(version)}
     if threshold not in (None, ""):
         values["threshold"] = threshold
-    return jobs().submit_predict(values, priority=check_priority(priority), submitted_by=user, idempotency_key=key,
-                                 run_name="submission")
+    return jobs().submit_predict(
+        values, priority=check_priority(priority), submitted_by=user, idempotency_key=key, run_name="submission"
+    )
 
 
 def sweep_fields() -> set[str]:

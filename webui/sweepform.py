@@ -12,8 +12,22 @@ from webui.paramforms import FieldSpec, field_specs, fmt, parse_form, train_spec
 from worker.sweep import SWEEPABLE, SweepParams
 
 # What the form offers to vary, in order (the CLI can sweep any SWEEPABLE field).
-ROWS = ("learning_rate", "batch_size", "epochs", "image_size", "arch", "lr_schedule", "warmup_epochs", "weight_decay",
-        "aug_flip", "aug_rotation", "aug_brightness", "aug_contrast", "aug_saturation", "aug_hue")
+ROWS = (
+    "learning_rate",
+    "batch_size",
+    "epochs",
+    "image_size",
+    "arch",
+    "lr_schedule",
+    "warmup_epochs",
+    "weight_decay",
+    "aug_flip",
+    "aug_rotation",
+    "aug_brightness",
+    "aug_contrast",
+    "aug_saturation",
+    "aug_hue",
+)
 SETTINGS = ("strategy", "samples", "seed", "max_concurrent", "promote_best")
 PREFIX = "sweep."
 
@@ -58,9 +72,14 @@ def parse(form) -> tuple[dict[str, Any], dict[str, Any]]:
             typed[key] = text
             if text:
                 grid[spec.name] = [_number(spec, part.strip()) for part in text.split(",") if part.strip()] or [text]
-            low, high = (form.get(f"range.{spec.name}.low") or "").strip(), (form.get(f"range.{spec.name}.high") or "").strip()
+            low, high = (
+                (form.get(f"range.{spec.name}.low") or "").strip(),
+                (form.get(f"range.{spec.name}.high") or "").strip(),
+            )
             log = form.get(f"range.{spec.name}.log") in ("on", "true", "1")
-            typed.update({f"range.{spec.name}.low": low, f"range.{spec.name}.high": high, f"range.{spec.name}.log": log})
+            typed.update(
+                {f"range.{spec.name}.low": low, f"range.{spec.name}.high": high, f"range.{spec.name}.log": log}
+            )
             if low or high:
                 ranges[spec.name] = {"low": low or None, "high": high or None, "log": log}
     settings, typed_settings = parse_form(setting_specs(), form)
@@ -70,7 +89,9 @@ def parse(form) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def initial() -> dict[str, Any]:
     """The sweep inputs before anything is typed: a small learning-rate grid to start from."""
-    typed: dict[str, Any] = {f"grid.{s.name}": ([] if s.kind == "select" else False if s.kind == "checkbox" else "") for s in row_specs()}
+    typed: dict[str, Any] = {
+        f"grid.{s.name}": ([] if s.kind == "select" else False if s.kind == "checkbox" else "") for s in row_specs()
+    }
     typed["grid.learning_rate"] = "1e-4, 3e-4"
     for name, spec in setting_specs().items():
         typed[PREFIX + name] = spec.default if spec.kind == "checkbox" else fmt(spec.default)

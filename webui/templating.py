@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from flask import Flask, current_app, g, request
 
-NAV = [("jobs.index", "Jobs"), ("runs.new_run", "New run"), ("runs.new_sweep", "New sweep"), ("models.index", "Models"),
-       ("submissions.index", "Submissions"), ("runs.dataset_list", "Datasets")]
+NAV = [
+    ("jobs.index", "Jobs"),
+    ("runs.new_run", "New run"),
+    ("runs.new_sweep", "New sweep"),
+    ("models.index", "Models"),
+    ("submissions.index", "Submissions"),
+    ("runs.dataset_list", "Datasets"),
+]
 
 
 def number(value, digits: int = 4) -> str:
@@ -34,5 +40,9 @@ def init_templating(app: Flask) -> None:
 
     @app.context_processor
     def common():
-        return {"nav": NAV, "user": g.get("user"), "mlflow_url": current_app.config.get("MLFLOW_PUBLIC_URL", ""),
-                "current_endpoint": request.endpoint or ""}
+        return {
+            "nav": NAV,
+            "user": g.get("user"),
+            "mlflow_url": current_app.config.get("MLFLOW_PUBLIC_URL", ""),
+            "current_endpoint": request.endpoint or "",
+        }

@@ -25,25 +25,39 @@ def make_app() -> Celery:
         broker_url=s.redis_url,
         result_backend=s.redis_url,
         # JSON only: a pickled message pushed into Redis must not run code.
-        task_serializer="json", result_serializer="json", accept_content=["json"], result_accept_content=["json"],
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
         # A worker that dies mid-job must not lose it: ack after the job, requeue when the child is lost.
-        task_acks_late=True, task_reject_on_worker_lost=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
         # One job per GPU, no hoarding, a fresh process (and CUDA context) per job.
-        worker_prefetch_multiplier=1, worker_concurrency=1, worker_max_tasks_per_child=1,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        worker_max_tasks_per_child=1,
         # Redis redelivers unacked messages after the visibility timeout even if they still run.
         broker_transport_options={
             "visibility_timeout": s.visibility_timeout,
-            "priority_steps": sorted(PRIORITIES.values()), "sep": ":", "queue_order_strategy": "priority",
+            "priority_steps": sorted(PRIORITIES.values()),
+            "sep": ":",
+            "queue_order_strategy": "priority",
         },
         result_backend_transport_options={"visibility_timeout": s.visibility_timeout},
-        task_default_queue=s.queue, task_default_priority=PRIORITIES["normal"],
-        task_soft_time_limit=soft_limit(s.train_time_limit), task_time_limit=s.train_time_limit,
+        task_default_queue=s.queue,
+        task_default_priority=PRIORITIES["normal"],
+        task_soft_time_limit=soft_limit(s.train_time_limit),
+        task_time_limit=s.train_time_limit,
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        broker_connection_retry_on_startup=True, broker_connection_max_retries=None,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
         # The job's state of record is its MLflow run; results are a short-lived cache.
-        result_expires=3600, task_ignore_result=False,
-        worker_hijack_root_logger=False, worker_redirect_stdouts=False,
-        task_send_sent_event=False, worker_send_task_events=False,
+        result_expires=3600,
+        task_ignore_result=False,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        task_send_sent_event=False,
+        worker_send_task_events=False,
     )
     return app
 

@@ -21,7 +21,9 @@ from mlcore.cli import ProgressBars, cli, emit, handle_errors, params_options
 from mlcore.params import PRESETS, PredictParams, TrainParams, build, train_params
 
 RANGE = re.compile(r"^(-?[\d.eE+-]+):(-?[\d.eE+-]+)(:log)?$")
-NUMERIC = {name for name, f in TrainParams.model_fields.items() if f.annotation in (int, float, int | None, float | None)}
+NUMERIC = {
+    name for name, f in TrainParams.model_fields.items() if f.annotation in (int, float, int | None, float | None)
+}
 
 
 @cli.command()
@@ -52,8 +54,23 @@ def worker(gpu, name, queues, loglevel):
         click.echo(f"reconcile at start skipped: {exc}", err=True)
     reconciler = subprocess.Popen([sys.executable, "-m", "worker.reconciler", "--parent-pid", str(os.getpid())])
     try:
-        app.worker_main(["worker", "--hostname", name, "--queues", queues or get_settings().queue, "--loglevel", loglevel,
-                         "--pool", "prefork", "--concurrency", "1", "--without-mingle", "--without-gossip"])
+        app.worker_main(
+            [
+                "worker",
+                "--hostname",
+                name,
+                "--queues",
+                queues or get_settings().queue,
+                "--loglevel",
+                loglevel,
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "1",
+                "--without-mingle",
+                "--without-gossip",
+            ]
+        )
     finally:
         reconciler.terminate()
 
@@ -95,7 +112,10 @@ def _follow(client, run_id: str, sweep: bool) -> dict:
     summary = (job.progress or {}).get("summary") or {"run_id": run_id}
     summary.update(status=job.status)
     if job.job_type == "sweep":
-        summary.update(best_child_run_id=job.tags.get("dataslayer.best_child_run_id"), score=job.metrics.get("best_val_f1_weighted"))
+        summary.update(
+            best_child_run_id=job.tags.get("dataslayer.best_child_run_id"),
+            score=job.metrics.get("best_val_f1_weighted"),
+        )
     if job.status != "FINISHED":
         click.echo(f"error: job {run_id} ended {job.status}: {job.failure or 'see its MLflow run'}", err=True)
         emit(summary)
@@ -106,7 +126,9 @@ def _follow(client, run_id: str, sweep: bool) -> dict:
 @queue.command("train")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None, help="start from a preset")
 @click.option("--priority", type=click.Choice(["high", "normal", "low"]), default="normal", show_default=True)
-@click.option("--samples", type=int, default=8, show_default=True, help="random search: number of runs (when a flag is a range)")
+@click.option(
+    "--samples", type=int, default=8, show_default=True, help="random search: number of runs (when a flag is a range)"
+)
 @click.option("--sweep-seed", type=int, default=0, show_default=True, help="random search: seed of the draws")
 @click.option("--max-concurrent", type=int, default=2, show_default=True, help="sweep: runs at the same time")
 @click.option("--promote-best", is_flag=True, help="sweep: promote the best run if it beats the champion")
@@ -121,13 +143,26 @@ def queue_train(preset, priority, samples, sweep_seed, max_concurrent, promote_b
     client = JobClient()
     user = os.environ.get("USER", "cli")
     if grid or ranges:
-        run_id = client.submit_sweep({
-            "base": {**PRESETS.get(preset or "", {}), **base}, "strategy": "random" if ranges else "grid", "grid": grid,
-            "ranges": ranges, "samples": samples, "seed": sweep_seed, "max_concurrent": max_concurrent,
-            "promote_best": promote_best}, priority=priority, submitted_by=user)
+        run_id = client.submit_sweep(
+            {
+                "base": {**PRESETS.get(preset or "", {}), **base},
+                "strategy": "random" if ranges else "grid",
+                "grid": grid,
+                "ranges": ranges,
+                "samples": samples,
+                "seed": sweep_seed,
+                "max_concurrent": max_concurrent,
+                "promote_best": promote_best,
+            },
+            priority=priority,
+            submitted_by=user,
+        )
     else:
         run_id = client.submit_train(train_params(preset, **base), priority=priority, submitted_by=user)
-    click.echo(f"queued {run_id}; follow it with `dataslayer jobs` or in the MLflow UI ({client.settings.tracking_uri})", err=True)
+    click.echo(
+        f"queued {run_id}; follow it with `dataslayer jobs` or in the MLflow UI ({client.settings.tracking_uri})",
+        err=True,
+    )
     emit(_follow(client, run_id, bool(grid or ranges)) if wait else {"run_id": run_id, "status": "SCHEDULED"})
 
 
@@ -161,8 +196,10 @@ def jobs(status, job_type, sweep, limit):
         p = j.progress or {}
         where = f"epoch {p.get('epoch')}/{p.get('epochs')}" if p.get("phase") == "training" else p.get("phase", "")
         f1 = j.metrics.get("best_val_f1_weighted", j.metrics.get("val_f1_weighted"))
-        click.echo(f"{j.run_id}  {j.job_type:<7} {j.status:<9} {where:<14} val_f1w {'-' if f1 is None else f'{f1:.4f}':<7} "
-                   f"{j.priority:<6} {j.submitted_by:<10} {j.name}")
+        click.echo(
+            f"{j.run_id}  {j.job_type:<7} {j.status:<9} {where:<14} val_f1w {'-' if f1 is None else f'{f1:.4f}':<7} "
+            f"{j.priority:<6} {j.submitted_by:<10} {j.name}"
+        )
     emit({"jobs": len(listed)})
 
 
@@ -187,11 +224,18 @@ def up(detach):
     stack = Stack(cfg, out=lambda line: click.echo(line, err=True))
     click.echo(f"starting the stack (state in {cfg.state_dir}, logs in {cfg.state_dir / 'logs'})", err=True)
     stack.start()
-    env = f"export REDIS_URL={cfg.redis_url} MLFLOW_TRACKING_URI={cfg.tracking_uri} DATASLAYER_DATA_ROOT={cfg.data_root}"
+    env = (
+        f"export REDIS_URL={cfg.redis_url} MLFLOW_TRACKING_URI={cfg.tracking_uri} DATASLAYER_DATA_ROOT={cfg.data_root}"
+    )
     login = stack.webui_env()
-    click.echo(f"\n  web UI     {cfg.webui_url}   (log in as {login['DATASLAYER_ADMIN_USER']} / {login['DATASLAYER_ADMIN_PASSWORD']})\n  MLflow UI  {cfg.tracking_uri}\n  Redis      {cfg.redis_url}\n"
-               f"  datasets   {cfg.data_root}\n\n  to queue from another terminal: {env}\n"
-               f"  dataslayer queue train --data {cfg.data_root / 'demo'} --preset quick --wait\n", err=True)
+    click.echo(
+        f"\n  web UI     {cfg.webui_url}   "
+        f"(log in as {login['DATASLAYER_ADMIN_USER']} / {login['DATASLAYER_ADMIN_PASSWORD']})\n"
+        f"  MLflow UI  {cfg.tracking_uri}\n  Redis      {cfg.redis_url}\n"
+        f"  datasets   {cfg.data_root}\n\n  to queue from another terminal: {env}\n"
+        f"  dataslayer queue train --data {cfg.data_root / 'demo'} --preset quick --wait\n",
+        err=True,
+    )
     emit({"webui": cfg.webui_url, "mlflow": cfg.tracking_uri, "redis": cfg.redis_url, "state_dir": str(cfg.state_dir)})
     if detach:
         return

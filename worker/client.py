@@ -99,8 +99,14 @@ class JobClient:
         params = values if isinstance(values, PredictParams) else build(PredictParams, values)
         return self._submit("predict", params, params.experiment_name, **kwargs)
 
-    def submit_sweep(self, values: dict | SweepParams, *, priority: str = "normal", submitted_by: str = "cli",
-                     idempotency_key: str | None = None) -> str:
+    def submit_sweep(
+        self,
+        values: dict | SweepParams,
+        *,
+        priority: str = "normal",
+        submitted_by: str = "cli",
+        idempotency_key: str | None = None,
+    ) -> str:
         """Queue a sweep: a parent run and one child run per combination; returns the parent's run id."""
         sweep = values if isinstance(values, SweepParams) else sweep_params(values)
         children = sweep.children()  # every child validated before anything is created
@@ -108,30 +114,64 @@ class JobClient:
 
         def create() -> str:
             experiment = children[0].experiment_name
-            parent = self._create_run(experiment, "sweep", f"sweep of {len(children)}", priority, submitted_by, {
-                TAG + "sweep_size": str(len(children)), TAG + "max_concurrent": str(sweep.max_concurrent),
-                TAG + "promote_best": str(sweep.promote_best).lower(), PARAMS_TAG: sweep.model_dump_json()})
-            spec = {"strategy": sweep.strategy, "runs": len(children), "max_concurrent": sweep.max_concurrent,
-                    "promote_best": sweep.promote_best, "grid": json.dumps(sweep.grid), "samples": sweep.samples, "seed": sweep.seed,
-                    "ranges": json.dumps({k: r.model_dump() for k, r in sweep.ranges.items()})}
+            parent = self._create_run(
+                experiment,
+                "sweep",
+                f"sweep of {len(children)}",
+                priority,
+                submitted_by,
+                {
+                    TAG + "sweep_size": str(len(children)),
+                    TAG + "max_concurrent": str(sweep.max_concurrent),
+                    TAG + "promote_best": str(sweep.promote_best).lower(),
+                    PARAMS_TAG: sweep.model_dump_json(),
+                },
+            )
+            spec = {
+                "strategy": sweep.strategy,
+                "runs": len(children),
+                "max_concurrent": sweep.max_concurrent,
+                "promote_best": sweep.promote_best,
+                "grid": json.dumps(sweep.grid),
+                "samples": sweep.samples,
+                "seed": sweep.seed,
+                "ranges": json.dumps({k: r.model_dump() for k, r in sweep.ranges.items()}),
+            }
             self.mlflow.log_batch(parent, params=[Param(k, str(v)[:6000]) for k, v in spec.items()])
             for i, child in enumerate(children):
-                run_id = self._create_run(experiment, "train", f"sweep child {i + 1}", priority, submitted_by,
-                                          {"mlflow.parentRunId": parent, TAG + "sweep_index": str(i)})
+                run_id = self._create_run(
+                    experiment,
+                    "train",
+                    f"sweep child {i + 1}",
+                    priority,
+                    submitted_by,
+                    {"mlflow.parentRunId": parent, TAG + "sweep_index": str(i)},
+                )
                 self._record_params(run_id, child)
             self._send("sweep", parent, {}, "high", on_error=lambda: self._delete([parent]))
             return parent
 
         return self._once(idempotency_key, create)
 
-    def _submit(self, job_type: str, params, experiment: str, *, priority: str = "normal", submitted_by: str = "cli",
-                idempotency_key: str | None = None, run_name: str | None = None) -> str:
+    def _submit(
+        self,
+        job_type: str,
+        params,
+        experiment: str,
+        *,
+        priority: str = "normal",
+        submitted_by: str = "cli",
+        idempotency_key: str | None = None,
+        run_name: str | None = None,
+    ) -> str:
         self._check_priority(priority)
 
         def create() -> str:
             run_id = self._create_run(experiment, job_type, run_name, priority, submitted_by, {})
             self._record_params(run_id, params)
-            self._send(job_type, run_id, params.model_dump(mode="json"), priority, on_error=lambda: self._delete([run_id]))
+            self._send(
+                job_type, run_id, params.model_dump(mode="json"), priority, on_error=lambda: self._delete([run_id])
+            )
             return run_id
 
         return self._once(idempotency_key, create)
@@ -172,16 +212,36 @@ class JobClient:
         exp = self.mlflow.get_experiment_by_name(name)
         return exp.experiment_id if exp else self.mlflow.create_experiment(name)
 
-    def _create_run(self, experiment: str, job_type: str, run_name: str | None, priority: str, submitted_by: str,
-                    tags: dict[str, str]) -> str:
+    def _create_run(
+        self,
+        experiment: str,
+        job_type: str,
+        run_name: str | None,
+        priority: str,
+        submitted_by: str,
+        tags: dict[str, str],
+    ) -> str:
         from mlcore.tracking import base_tags
 
         try:
-            run = self.mlflow.create_run(self._experiment_id(experiment), run_name=run_name, tags={
-                **base_tags(), TAG + "job_type": job_type, TAG + "queue": self.settings.queue, TAG + "priority": priority,
-                TAG + "submitted_by": submitted_by, TAG + "submitted_at": f"{time.time():.3f}", "mlflow.user": submitted_by, **tags})
+            run = self.mlflow.create_run(
+                self._experiment_id(experiment),
+                run_name=run_name,
+                tags={
+                    **base_tags(),
+                    TAG + "job_type": job_type,
+                    TAG + "queue": self.settings.queue,
+                    TAG + "priority": priority,
+                    TAG + "submitted_by": submitted_by,
+                    TAG + "submitted_at": f"{time.time():.3f}",
+                    "mlflow.user": submitted_by,
+                    **tags,
+                },
+            )
         except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, server errors
-            raise TrackingUnavailable(f"the tracking server ({self.settings.tracking_uri}) is unavailable: {exc}") from None
+            raise TrackingUnavailable(
+                f"the tracking server ({self.settings.tracking_uri}) is unavailable: {exc}"
+            ) from None
         if job_type != "sweep":
             self.mlflow.update_run(run.info.run_id, status="SCHEDULED")
         return run.info.run_id
@@ -236,15 +296,31 @@ class JobClient:
             except Exception:  # noqa: BLE001 - progress is optional when Redis is down
                 progress = None
         return Job(
-            run_id=run.info.run_id, name=run.info.run_name or "", job_type=tags.get(TAG + "job_type", "train"),
-            status=run.info.status, experiment_id=run.info.experiment_id, priority=tags.get(TAG + "priority", "normal"),
-            submitted_by=tags.get(TAG + "submitted_by", ""), parent_run_id=tags.get("mlflow.parentRunId"),
-            start_time=run.info.start_time, end_time=run.info.end_time, params=dict(run.data.params),
-            metrics=dict(run.data.metrics), tags=dict(tags), progress=progress,
+            run_id=run.info.run_id,
+            name=run.info.run_name or "",
+            job_type=tags.get(TAG + "job_type", "train"),
+            status=run.info.status,
+            experiment_id=run.info.experiment_id,
+            priority=tags.get(TAG + "priority", "normal"),
+            submitted_by=tags.get(TAG + "submitted_by", ""),
+            parent_run_id=tags.get("mlflow.parentRunId"),
+            start_time=run.info.start_time,
+            end_time=run.info.end_time,
+            params=dict(run.data.params),
+            metrics=dict(run.data.metrics),
+            tags=dict(tags),
+            progress=progress,
         )
 
-    def list_jobs(self, *, status: str | None = None, job_type: str | None = None, sweep: str | None = None,
-                  limit: int = 200, with_progress: bool = False) -> list[Job]:
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        job_type: str | None = None,
+        sweep: str | None = None,
+        limit: int = 200,
+        with_progress: bool = False,
+    ) -> list[Job]:
         """Jobs newest first, filtered by MLflow status, job type or sweep parent."""
         # Values go into an MLflow filter string: accept only known words and run ids.
         if status is not None and status not in STATUSES:
@@ -263,15 +339,23 @@ class JobClient:
         experiments = [e.experiment_id for e in self.mlflow.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
         if not experiments:
             return []
-        runs = self.mlflow.search_runs(experiments, " and ".join(filters), max_results=limit, order_by=["attributes.start_time DESC"])
+        runs = self.mlflow.search_runs(
+            experiments, " and ".join(filters), max_results=limit, order_by=["attributes.start_time DESC"]
+        )
         return [self._to_job(r, with_progress) for r in runs]
 
     def log_tail(self, run_id: str, n: int = 200) -> list[str]:
         """The last lines of the job's log."""
         return JobState(self.redis, run_id).log_tail(n)
 
-    def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 1.0,
-             on_progress: Callable[[Job], None] | None = None) -> Job:
+    def wait(
+        self,
+        run_id: str,
+        *,
+        timeout: float | None = None,
+        poll: float = 1.0,
+        on_progress: Callable[[Job], None] | None = None,
+    ) -> Job:
         """Block until the job ends (or the timeout passes), reporting progress on the way."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -283,13 +367,17 @@ class JobClient:
             time.sleep(poll)
 
 
-def enqueue(job_type: str, run_id: str, params: dict, priority: str = "normal", settings: Settings | None = None) -> None:
+def enqueue(
+    job_type: str, run_id: str, params: dict, priority: str = "normal", settings: Settings | None = None
+) -> None:
     """Send the task of a job (by name, so no task code is imported here) to the queue of `settings`."""
     from worker.celery_app import PRIORITIES as STEPS
 
     settings = settings or get_settings()
     args = [run_id] if job_type == "sweep" else [run_id, params]
-    _producer(settings.redis_url).send_task(f"dataslayer.{job_type}", args=args, priority=STEPS[priority], queue=settings.queue)
+    _producer(settings.redis_url).send_task(
+        f"dataslayer.{job_type}", args=args, priority=STEPS[priority], queue=settings.queue
+    )
 
 
 @lru_cache(maxsize=8)

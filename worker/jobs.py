@@ -68,6 +68,7 @@ def _progress_logger(heartbeat: Heartbeat):
             log.info("epoch %s/%s: %s", event["epoch"], event["epochs"], metrics)
         elif event["phase"] in ("decoding", "predicting") and event.get("done") == event.get("total"):
             log.info("%s: %s images", event["phase"], event.get("total"))
+
     return on_progress
 
 
@@ -78,6 +79,7 @@ def _stop_check(heartbeat: Heartbeat):
         if heartbeat.preempted.is_set():
             raise Preempted("the worker is shutting down")
         return heartbeat.cancelled.is_set()
+
     return should_stop
 
 
@@ -140,7 +142,9 @@ def _execute(job_type: str, run_id: str, params: dict, hooks: JobHooks, state: J
             return summary
         except SoftTimeLimitExceeded:
             limit = s.train_time_limit if job_type == "train" else s.predict_time_limit
-            raise TimeoutError(f"the job ran past its time limit ({limit} s; DATASLAYER_{job_type.upper()}_TIME_LIMIT)") from None
+            raise TimeoutError(
+                f"the job ran past its time limit ({limit} s; DATASLAYER_{job_type.upper()}_TIME_LIMIT)"
+            ) from None
         finally:
             tail = _quietly(lambda: state.log_tail(500), [])
             if tail:
@@ -154,8 +158,12 @@ def _dispatch(job_type: str, run_id: str, params: dict, hooks: JobHooks, tracker
     if job_type == "train":
         from mlcore.train import run_training
 
-        return run_training(build(TrainParams, params), tracker=tracker, hooks=hooks,
-                            checkpoint_dir=get_settings().checkpoint_root / run_id)
+        return run_training(
+            build(TrainParams, params),
+            tracker=tracker,
+            hooks=hooks,
+            checkpoint_dir=get_settings().checkpoint_root / run_id,
+        )
     if job_type == "predict":
         from mlcore.predict import run_prediction
         from mlcore.tracking import load_model
@@ -193,11 +201,19 @@ def run_job(job_type: str, run_id: str, params: dict, *, requeue, worker: str) -
     try:
         attempt = state.next_attempt()
         if attempt > s.max_attempts:
-            reason = f"gave up after {s.max_attempts} attempts: the job's process died each time (out of memory? a crash?)"
+            reason = (
+                f"gave up after {s.max_attempts} attempts: the job's process died each time (out of memory? a crash?)"
+            )
             _end_run(client, run_id, "FAILED", reason)
             return {"run_id": run_id, "failed": reason}
-        client.log_batch(run_id, tags=[RunTag(TAG + "attempt", str(attempt)), RunTag(TAG + "worker", owner),
-                                       RunTag(TAG + "started_at", f"{time.time():.3f}")])
+        client.log_batch(
+            run_id,
+            tags=[
+                RunTag(TAG + "attempt", str(attempt)),
+                RunTag(TAG + "worker", owner),
+                RunTag(TAG + "started_at", f"{time.time():.3f}"),
+            ],
+        )
         # RUNNING from the moment the lease is ours: if this process dies before the job's own
         # tracker starts, the reconciler still finds the run (it looks for RUNNING runs without a lease).
         client.update_run(run_id, status="RUNNING")

@@ -20,8 +20,17 @@ def run(data: str, jobs: int, *, experiment: str = "queue-bench", timeout: float
     from worker.client import JobClient
 
     client = JobClient()
-    values = {"data_dir": data, "arch": "resnet18", "pretrained": "none", "image_size": 32, "epochs": 1, "batch_size": 16,
-              "learning_rate": 1e-3, "experiment_name": experiment, "registered_model_name": experiment}
+    values = {
+        "data_dir": data,
+        "arch": "resnet18",
+        "pretrained": "none",
+        "image_size": 32,
+        "epochs": 1,
+        "batch_size": 16,
+        "learning_rate": 1e-3,
+        "experiment_name": experiment,
+        "registered_model_name": experiment,
+    }
     t0 = time.time()
     run_ids = [client.submit_train(values, submitted_by="queue-bench") for _ in range(jobs)]
     submit_s = time.time() - t0
@@ -35,18 +44,35 @@ def run(data: str, jobs: int, *, experiment: str = "queue-bench", timeout: float
                     finished[run_id] = job
         time.sleep(0.5)
     wall = time.time() - t0
-    latencies = sorted(float(j.tags["dataslayer.started_at"]) - float(j.tags["dataslayer.submitted_at"])
-                       for j in finished.values() if "dataslayer.started_at" in j.tags)
-    first = min((float(j.tags["dataslayer.started_at"]) for j in finished.values() if "dataslayer.started_at" in j.tags), default=t0)
+    latencies = sorted(
+        float(j.tags["dataslayer.started_at"]) - float(j.tags["dataslayer.submitted_at"])
+        for j in finished.values()
+        if "dataslayer.started_at" in j.tags
+    )
+    first = min(
+        (float(j.tags["dataslayer.started_at"]) for j in finished.values() if "dataslayer.started_at" in j.tags),
+        default=t0,
+    )
     return {
-        "jobs": jobs, "finished": sum(j.status == "FINISHED" for j in finished.values()), "submit_s": round(submit_s, 3),
-        "submit_per_s": round(jobs / submit_s, 1) if submit_s else None, "wall_s": round(wall, 1),
+        "jobs": jobs,
+        "finished": sum(j.status == "FINISHED" for j in finished.values()),
+        "submit_s": round(submit_s, 3),
+        "submit_per_s": round(jobs / submit_s, 1) if submit_s else None,
+        "wall_s": round(wall, 1),
         "jobs_per_min": round(60 * len(finished) / wall, 2) if wall else None,
         "first_start_latency_s": round(first - t0, 2),
         "latency_p50_s": round(statistics.median(latencies), 2) if latencies else None,
         "latency_max_s": round(latencies[-1], 2) if latencies else None,
-        "job_s_mean": round(statistics.mean(j.end_time / 1000 - float(j.tags["dataslayer.started_at"])
-                                            for j in finished.values() if "dataslayer.started_at" in j.tags), 2) if latencies else None,
+        "job_s_mean": round(
+            statistics.mean(
+                j.end_time / 1000 - float(j.tags["dataslayer.started_at"])
+                for j in finished.values()
+                if "dataslayer.started_at" in j.tags
+            ),
+            2,
+        )
+        if latencies
+        else None,
     }
 
 

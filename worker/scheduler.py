@@ -28,7 +28,9 @@ def advance_sweep(client: JobClient, parent_id: str) -> dict:
         parent = client.job(parent_id, with_progress=False)
         if parent.done:
             return {"parent": parent_id, "status": parent.status}
-        children = sorted(client.list_jobs(sweep=parent_id, limit=1000), key=lambda j: int(j.tags.get(TAG + "sweep_index", 0)))
+        children = sorted(
+            client.list_jobs(sweep=parent_id, limit=1000), key=lambda j: int(j.tags.get(TAG + "sweep_index", 0))
+        )
         cancelled = JobState(client.redis, parent_id).cancel_requested()
         waiting = [c for c in children if c.status == "SCHEDULED" and c.tags.get(TAG + "enqueued") != "1"]
         active = [c for c in children if not c.done and c not in waiting]
@@ -104,7 +106,11 @@ def reconcile(client: JobClient) -> list[dict]:
             enqueue(job.job_type, job.run_id, json.loads(job.tags[PARAMS_TAG]), job.priority, client.settings)
             actions.append({"run_id": job.run_id, "action": "requeued"})
     for job in client.list_jobs(status="SCHEDULED", limit=1000):
-        if job.tags.get(TAG + "requeue_pending") == "1" and PARAMS_TAG in job.tags and not JobState(client.redis, job.run_id).lease_owner():
+        if (
+            job.tags.get(TAG + "requeue_pending") == "1"
+            and PARAMS_TAG in job.tags
+            and not JobState(client.redis, job.run_id).lease_owner()
+        ):
             client.mlflow.set_tag(job.run_id, TAG + "requeue_pending", "0")
             enqueue(job.job_type, job.run_id, json.loads(job.tags[PARAMS_TAG]), job.priority, client.settings)
             actions.append({"run_id": job.run_id, "action": "requeued after preemption"})

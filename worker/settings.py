@@ -54,7 +54,9 @@ def get_settings() -> Settings:
         heartbeat_s=float(os.environ.get("DATASLAYER_HEARTBEAT_S", 5)),
         reconcile_every_s=float(os.environ.get("DATASLAYER_RECONCILE_S", 30)),
         queue=os.environ.get("DATASLAYER_QUEUE", "dataslayer"),
-        job_memory_mb=int(os.environ["DATASLAYER_JOB_MEMORY_MB"]) if os.environ.get("DATASLAYER_JOB_MEMORY_MB") else None,
+        job_memory_mb=int(os.environ["DATASLAYER_JOB_MEMORY_MB"])
+        if os.environ.get("DATASLAYER_JOB_MEMORY_MB")
+        else None,
     )
 
 

@@ -84,12 +84,14 @@ class StackConfig:
 
     @classmethod
     def from_env(cls) -> StackConfig:
-        """DATASLAYER_STATE_DIR (.state), DATASLAYER_HOST, DATASLAYER_{REDIS,MLFLOW,WEBUI}_PORT, DATASLAYER_DATA_ROOT, DATASLAYER_WORKERS."""
+        """Read from DATASLAYER_STATE_DIR, _HOST, _{REDIS,MLFLOW,WEBUI}_PORT, _DATA_ROOT and _WORKERS."""
         env = os.environ.get
         state = Path(env("DATASLAYER_STATE_DIR", ".state")).resolve()
         return cls(
-            state_dir=state, host=env("DATASLAYER_HOST", "127.0.0.1"),
-            redis_port=int(env("DATASLAYER_REDIS_PORT", 6379)), mlflow_port=int(env("DATASLAYER_MLFLOW_PORT", 5001)),
+            state_dir=state,
+            host=env("DATASLAYER_HOST", "127.0.0.1"),
+            redis_port=int(env("DATASLAYER_REDIS_PORT", 6379)),
+            mlflow_port=int(env("DATASLAYER_MLFLOW_PORT", 5001)),
             webui_port=int(env("DATASLAYER_WEBUI_PORT", 5000)),
             data_root=Path(env("DATASLAYER_DATA_ROOT")).resolve() if env("DATASLAYER_DATA_ROOT") else state / "data",
             workers=int(env("DATASLAYER_WORKERS")) if env("DATASLAYER_WORKERS") else None,
@@ -135,6 +137,7 @@ def _http_ok(url: str) -> Callable[[], bool]:
                 return r.status == 200
         except OSError:
             return False
+
     return check
 
 
@@ -146,6 +149,7 @@ def _redis_ok(url: str) -> Callable[[], bool]:
             return bool(redis.Redis.from_url(url, socket_timeout=2).ping())
         except redis.RedisError:
             return False
+
     return check
 
 
@@ -157,13 +161,19 @@ def _worker_ok(url: str, name: str) -> Callable[[], bool]:
             return bool(redis.Redis.from_url(url, socket_timeout=2).exists(f"dataslayer:worker-ready:{name}"))
         except redis.RedisError:
             return False
+
     return check
 
 
 def client_env(cfg: StackConfig) -> dict[str, str]:
     """The environment every client of the stack needs (workers, web UI, CLI)."""
-    return {"REDIS_URL": cfg.redis_url, "MLFLOW_TRACKING_URI": cfg.tracking_uri, "DATASLAYER_STATE_DIR": str(cfg.state_dir),
-            "DATASLAYER_DATA_ROOT": str(cfg.data_root), "DATASLAYER_CACHE_DIR": str(cfg.state_dir / "cache")}
+    return {
+        "REDIS_URL": cfg.redis_url,
+        "MLFLOW_TRACKING_URI": cfg.tracking_uri,
+        "DATASLAYER_STATE_DIR": str(cfg.state_dir),
+        "DATASLAYER_DATA_ROOT": str(cfg.data_root),
+        "DATASLAYER_CACHE_DIR": str(cfg.state_dir / "cache"),
+    }
 
 
 def worker_names(cfg: StackConfig, *, gpus: int | None = None, host: str | None = None) -> list[tuple[str, int | None]]:
@@ -174,38 +184,92 @@ def worker_names(cfg: StackConfig, *, gpus: int | None = None, host: str | None 
     return [(f"gpu{i}@{host}", i) if i < gpus else (f"cpu{i}@{host}", None) for i in range(count)]
 
 
-def service_commands(cfg: StackConfig, *, webui_env: dict[str, str] | None = None, gpus: int | None = None,
-                     host: str | None = None, include_webui: bool | None = None) -> list[Service]:
+def service_commands(
+    cfg: StackConfig,
+    *,
+    webui_env: dict[str, str] | None = None,
+    gpus: int | None = None,
+    host: str | None = None,
+    include_webui: bool | None = None,
+) -> list[Service]:
     """Every service of the stack, in start order (see docker-compose.yml for the team deployment).
 
     `gpus`, `host` and `include_webui` default to this machine (its GPUs, its name, whether `webui.wsgi`
     is installed); tests/infra sets them to describe another machine, e.g. a compose host with 4 GPUs.
     """
     s = cfg.state_dir
-    redis_cmd = [redis_server_binary(), "--bind", cfg.host, "--port", str(cfg.redis_port), "--dir", str(s / "redis"),
-                 "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", "", "--protected-mode", "yes"]
+    redis_cmd = [
+        redis_server_binary(),
+        "--bind",
+        cfg.host,
+        "--port",
+        str(cfg.redis_port),
+        "--dir",
+        str(s / "redis"),
+        "--appendonly",
+        "yes",
+        "--maxmemory-policy",
+        "noeviction",
+        "--save",
+        "",
+        "--protected-mode",
+        "yes",
+    ]
     if cfg.redis_password:
         redis_cmd += ["--requirepass", cfg.redis_password]
     services = [
         Service("redis", redis_cmd, health=_redis_ok(cfg.redis_url)),
-        Service("mlflow", [
-            _bin("mlflow"), "server", "--host", cfg.host, "--port", str(cfg.mlflow_port),
-            "--backend-store-uri", f"sqlite:///{s / 'mlflow' / 'mlflow.db'}", "--serve-artifacts",
-            "--artifacts-destination", str(s / "mlflow" / "artifacts"), "--workers", "1",
-            "--allowed-hosts", f"{cfg.host}:{cfg.mlflow_port},localhost:{cfg.mlflow_port}",
-        ], env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, health=_http_ok(cfg.tracking_uri + "/health")),
+        Service(
+            "mlflow",
+            [
+                _bin("mlflow"),
+                "server",
+                "--host",
+                cfg.host,
+                "--port",
+                str(cfg.mlflow_port),
+                "--backend-store-uri",
+                f"sqlite:///{s / 'mlflow' / 'mlflow.db'}",
+                "--serve-artifacts",
+                "--artifacts-destination",
+                str(s / "mlflow" / "artifacts"),
+                "--workers",
+                "1",
+                "--allowed-hosts",
+                f"{cfg.host}:{cfg.mlflow_port},localhost:{cfg.mlflow_port}",
+            ],
+            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            health=_http_ok(cfg.tracking_uri + "/health"),
+        ),
     ]
     for name, gpu in worker_names(cfg, gpus=gpus, host=host):
         cmd = [_bin("dataslayer"), "worker", "--name", name] + (["--gpu", str(gpu)] if gpu is not None else [])
         services.append(Service(name.split("@")[0], cmd, env=client_env(cfg), health=_worker_ok(cfg.redis_url, name)))
     if include_webui is None:
-        include_webui = importlib.util.find_spec("webui") is not None and importlib.util.find_spec("webui.wsgi") is not None
+        include_webui = (
+            importlib.util.find_spec("webui") is not None and importlib.util.find_spec("webui.wsgi") is not None
+        )
     if not include_webui:
         return services  # the UI is optional until it exists
-    services.append(Service("webui", [
-        _bin("gunicorn"), "--bind", f"{cfg.host}:{cfg.webui_port}", "--workers", "2", "--threads", "4",
-        "--timeout", "60", "webui.wsgi:app",
-    ], env={**client_env(cfg), **(webui_env or {})}, health=_http_ok(cfg.webui_url + "/health")))
+    services.append(
+        Service(
+            "webui",
+            [
+                _bin("gunicorn"),
+                "--bind",
+                f"{cfg.host}:{cfg.webui_port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--timeout",
+                "60",
+                "webui.wsgi:app",
+            ],
+            env={**client_env(cfg), **(webui_env or {})},
+            health=_http_ok(cfg.webui_url + "/health"),
+        )
+    )
     return services
 
 
@@ -226,7 +290,9 @@ class Stack:
         cfg = self.cfg
         for sub in ("redis", "mlflow/artifacts", "logs", "checkpoints", "cache"):
             (cfg.state_dir / sub).mkdir(parents=True, exist_ok=True)
-        if self.pidfile.exists() and any(pid_alive(p) for p in json.loads(self.pidfile.read_text()).get("pids", {}).values()):
+        if self.pidfile.exists() and any(
+            pid_alive(p) for p in json.loads(self.pidfile.read_text()).get("pids", {}).values()
+        ):
             raise StackError(f"a stack is already running from {cfg.state_dir}; stop it with `dataslayer down`")
         cfg.redis_port = next_free_port(cfg.host, cfg.redis_port)
         cfg.mlflow_port = next_free_port(cfg.host, cfg.mlflow_port)
@@ -250,30 +316,52 @@ class Stack:
 
     def webui_env(self) -> dict[str, str]:
         """The web UI's secrets: SECRET_KEY and the first admin's password (printed by `dataslayer up`)."""
-        return {"SECRET_KEY": self._kept("SECRET_KEY", "secret_key", lambda: secrets.token_hex(32)),
-                "DATASLAYER_ADMIN_USER": os.environ.get("DATASLAYER_ADMIN_USER", "admin"),
-                "DATASLAYER_ADMIN_PASSWORD": self._kept("DATASLAYER_ADMIN_PASSWORD", "admin_password", lambda: secrets.token_urlsafe(12))}
+        return {
+            "SECRET_KEY": self._kept("SECRET_KEY", "secret_key", lambda: secrets.token_hex(32)),
+            "DATASLAYER_ADMIN_USER": os.environ.get("DATASLAYER_ADMIN_USER", "admin"),
+            "DATASLAYER_ADMIN_PASSWORD": self._kept(
+                "DATASLAYER_ADMIN_PASSWORD", "admin_password", lambda: secrets.token_urlsafe(12)
+            ),
+        }
 
     def start(self, timeout: float = 120) -> None:
         """Start every service in order, each healthy before the next starts."""
         self.prepare()
         for svc in service_commands(self.cfg, webui_env=self.webui_env()):
             log = open(self.cfg.state_dir / "logs" / f"{svc.name}.log", "ab")
-            proc = subprocess.Popen(svc.cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **svc.env},
-                                    start_new_session=True, cwd=self.cfg.state_dir)
+            proc = subprocess.Popen(
+                svc.cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **svc.env},
+                start_new_session=True,
+                cwd=self.cfg.state_dir,
+            )
             self.procs[svc.name] = proc
             self._write_pids()
             deadline = time.monotonic() + timeout
             while svc.health is not None and not svc.health():
                 if proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise StackError(f"{svc.name} did not start; see {self.cfg.state_dir / 'logs' / (svc.name + '.log')}")
+                    raise StackError(
+                        f"{svc.name} did not start; see {self.cfg.state_dir / 'logs' / (svc.name + '.log')}"
+                    )
                 time.sleep(0.3)
             self.out(f"  {svc.name:<8} up (pid {proc.pid})")
 
     def _write_pids(self) -> None:
-        self.pidfile.write_text(json.dumps({"pids": {n: p.pid for n, p in self.procs.items()}, "config": {
-            "redis_url": self.cfg.redis_url, "tracking_uri": self.cfg.tracking_uri, "webui_url": self.cfg.webui_url}}))
+        self.pidfile.write_text(
+            json.dumps(
+                {
+                    "pids": {n: p.pid for n, p in self.procs.items()},
+                    "config": {
+                        "redis_url": self.cfg.redis_url,
+                        "tracking_uri": self.cfg.tracking_uri,
+                        "webui_url": self.cfg.webui_url,
+                    },
+                }
+            )
+        )
 
     def stop(self, grace: float = 60) -> None:
         """Stop services in reverse order: SIGTERM (workers requeue their jobs), then SIGKILL after `grace`."""

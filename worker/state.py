@@ -30,7 +30,9 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) 
 
 def connect(url: str) -> redis.Redis:
     """A Redis client with short timeouts, so a dead server is noticed in seconds."""
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30, decode_responses=True)
+    return redis.Redis.from_url(
+        url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30, decode_responses=True
+    )
 
 
 class JobState:
@@ -93,7 +95,9 @@ class JobState:
     def append_log(self, line: str) -> None:
         """Append a line to the job's log tail."""
         with self.r.pipeline() as pipe:
-            pipe.rpush(self.log_key, line).ltrim(self.log_key, -LOG_LINES, -1).expire(self.log_key, PROGRESS_TTL).execute()
+            pipe.rpush(self.log_key, line).ltrim(self.log_key, -LOG_LINES, -1).expire(
+                self.log_key, PROGRESS_TTL
+            ).execute()
 
     def log_tail(self, n: int = 200) -> list[str]:
         """The last n log lines."""

@@ -88,7 +88,10 @@ class SweepParams(BaseModel):
             rng = random.Random(self.seed)
             integer = {k for k in self.ranges if TrainParams.model_fields[k].annotation in (int, int | None)}
             combos = [
-                {**{k: rng.choice(v) for k, v in self.grid.items()}, **{k: r.sample(rng, k in integer) for k, r in self.ranges.items()}}
+                {
+                    **{k: rng.choice(v) for k, v in self.grid.items()},
+                    **{k: r.sample(rng, k in integer) for k, r in self.ranges.items()},
+                }
                 for _ in range(self.samples)
             ]
         if len(combos) > MAX_CHILDREN:

@@ -31,8 +31,13 @@ def _run(task, job_type: str, run_id: str, params: dict) -> dict:
 
     priority = {0: "high", 3: "normal", 6: "low"}.get((task.request.delivery_info or {}).get("priority"), "normal")
     try:
-        result = run_job(job_type, run_id, params, requeue=lambda: enqueue(job_type, run_id, params, priority),
-                         worker=task.request.hostname or "worker")
+        result = run_job(
+            job_type,
+            run_id,
+            params,
+            requeue=lambda: enqueue(job_type, run_id, params, priority),
+            worker=task.request.hostname or "worker",
+        )
     except Exception as exc:
         if _transient(exc):
             log.warning("%s %s: services unavailable, retrying in %ss: %s", job_type, run_id, RETRY_S, exc)
@@ -52,8 +57,12 @@ def train(self, run_id: str, params: dict) -> dict:
     return _run(self, "train", run_id, params)
 
 
-@app.task(name="dataslayer.predict", bind=True, soft_time_limit=soft_limit(get_settings().predict_time_limit),
-          time_limit=get_settings().predict_time_limit)
+@app.task(
+    name="dataslayer.predict",
+    bind=True,
+    soft_time_limit=soft_limit(get_settings().predict_time_limit),
+    time_limit=get_settings().predict_time_limit,
+)
 def predict(self, run_id: str, params: dict) -> dict:
     """Predict a test folder with a registered model and write the submission."""
     return _run(self, "predict", run_id, params)

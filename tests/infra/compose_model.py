@@ -78,7 +78,7 @@ def interpolate(s: str, env: dict[str, str]) -> str:
             i += 2
         elif s.startswith("${", i):
             end = _braced_end(s, i)
-            out.append(_resolve(_split(s[i + 2:end - 1]), env))
+            out.append(_resolve(_split(s[i + 2 : end - 1]), env))
             i = end
         elif m := NAME.match(s, i + 1):
             out.append(env.get(m[0], ""))
@@ -112,7 +112,7 @@ def references(s: str) -> list[Reference]:
             i += 2
         elif s.startswith("${", i):
             end = _braced_end(s, i)
-            ref = _split(s[i + 2:end - 1])
+            ref = _split(s[i + 2 : end - 1])
             found += [ref, *references(ref.arg)]
             i = end
         elif s[i] == "$" and (m := NAME.match(s, i + 1)):
@@ -318,22 +318,41 @@ SECRET_ENV = {
 # containers get them explicitly, passed through from .env under the same name, with the code's
 # defaults (tests/infra checks the defaults against worker/settings.py).
 PASSTHROUGH_ENV = (
-    "DATASLAYER_TRAIN_TIME_LIMIT", "DATASLAYER_PREDICT_TIME_LIMIT", "DATASLAYER_MAX_ATTEMPTS", "DATASLAYER_LEASE_TTL",
-    "DATASLAYER_HEARTBEAT_S", "DATASLAYER_RECONCILE_S", "DATASLAYER_QUEUE", "DATASLAYER_JOB_MEMORY_MB",
-    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+    "DATASLAYER_TRAIN_TIME_LIMIT",
+    "DATASLAYER_PREDICT_TIME_LIMIT",
+    "DATASLAYER_MAX_ATTEMPTS",
+    "DATASLAYER_LEASE_TTL",
+    "DATASLAYER_HEARTBEAT_S",
+    "DATASLAYER_RECONCILE_S",
+    "DATASLAYER_QUEUE",
+    "DATASLAYER_JOB_MEMORY_MB",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
     # the web UI's (webui/config.py)
-    "DATASLAYER_MLFLOW_PUBLIC_URL", "DATASLAYER_SECURE_COOKIES", "DATASLAYER_API_TOKENS",
-    "DATASLAYER_LOGIN_RATE_LIMIT", "DATASLAYER_API_RATE_LIMIT", "DATASLAYER_TRUSTED_PROXIES",
+    "DATASLAYER_MLFLOW_PUBLIC_URL",
+    "DATASLAYER_SECURE_COOKIES",
+    "DATASLAYER_API_TOKENS",
+    "DATASLAYER_LOGIN_RATE_LIMIT",
+    "DATASLAYER_API_RATE_LIMIT",
+    "DATASLAYER_TRUSTED_PROXIES",
 )
 # Environment only the deployment has, per service, with the reason.
-_S3 = {"MLFLOW_S3_ENDPOINT_URL": "the S3 endpoint (MinIO)", "AWS_ACCESS_KEY_ID": "the bucket's credentials",
-       "AWS_SECRET_ACCESS_KEY": "the bucket's credentials", "AWS_DEFAULT_REGION": "MinIO's region for the S3 client"}
+_S3 = {
+    "MLFLOW_S3_ENDPOINT_URL": "the S3 endpoint (MinIO)",
+    "AWS_ACCESS_KEY_ID": "the bucket's credentials",
+    "AWS_SECRET_ACCESS_KEY": "the bucket's credentials",
+    "AWS_DEFAULT_REGION": "MinIO's region for the S3 client",
+}
 DEPLOYMENT_ONLY_ENV = {
     "redis": {"REDISCLI_AUTH": "the password for the health check's redis-cli"},
-    "mlflow": {"PGPASSWORD": "the PostgreSQL password, kept out of the store URI and so out of `ps`", **_S3,
-               "MLFLOW_AUTH_CONFIG_PATH": "basic-auth settings (infra/compose.auth.yml)",
-               "MLFLOW_AUTH_ADMIN_USERNAME": "basic-auth's first admin", "MLFLOW_AUTH_ADMIN_PASSWORD": "basic-auth's first admin",
-               "MLFLOW_FLASK_SERVER_SECRET_KEY": "basic-auth's CSRF key"},
+    "mlflow": {
+        "PGPASSWORD": "the PostgreSQL password, kept out of the store URI and so out of `ps`",
+        **_S3,
+        "MLFLOW_AUTH_CONFIG_PATH": "basic-auth settings (infra/compose.auth.yml)",
+        "MLFLOW_AUTH_ADMIN_USERNAME": "basic-auth's first admin",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "basic-auth's first admin",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "basic-auth's CSRF key",
+    },
 }
 # Compose services with no local-stack counterpart, and why they exist.
 DEPLOYMENT_ONLY_SERVICES = {

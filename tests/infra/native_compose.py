@@ -81,7 +81,12 @@ class NativeCompose:
         dockerfile = (self.project_dir / build.get("context", ".") / build["dockerfile"]).resolve()
         final = stages(dockerfile)[-1]
         workdir = final.last("WORKDIR")
-        return image_files(dockerfile), final.env, exec_form(final.last("ENTRYPOINT")) or [], workdir.args if workdir else None
+        return (
+            image_files(dockerfile),
+            final.env,
+            exec_form(final.last("ENTRYPOINT")) or [],
+            workdir.args if workdir else None,
+        )
 
     def rewrite(self, service: str, value: str) -> str:
         """One command word or environment value as the local process must see it."""
@@ -101,7 +106,7 @@ class NativeCompose:
         """A container path on this machine: on the service's volume, else in its private rootfs."""
         for target, host in sorted(self.mounts(service).items(), key=lambda kv: -len(kv[0])):
             if value == target or value.startswith(target + "/"):
-                return str(host) + value[len(target):]
+                return str(host) + value[len(target) :]
         if value.startswith(CONTAINER_PREFIXES):
             return str(self.root / service / "rootfs") + value
         return value
@@ -159,8 +164,14 @@ class NativeCompose:
         """Start the service as a process group; with `wait`, poll its own health check until it passes."""
         log = self.logs.setdefault(service, self.root / "logs" / f"{service}.log")
         log.parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(self.command(service), env=self.env(service), cwd=self.cwd(service),
-                                stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            self.command(service),
+            env=self.env(service),
+            cwd=self.cwd(service),
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs[service] = proc
         if wait:
             self.wait_healthy(service, timeout)
@@ -168,8 +179,14 @@ class NativeCompose:
 
     def run(self, service: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run a one-shot service to completion."""
-        return subprocess.run(self.command(service), env=self.env(service), cwd=self.cwd(service),
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            self.command(service),
+            env=self.env(service),
+            cwd=self.cwd(service),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def healthcheck(self, service: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run the service's compose health check once, as Docker would inside the container."""
@@ -183,7 +200,9 @@ class NativeCompose:
             cmd = [self.program(argv[0]), *[self.rewrite(service, w) for w in argv[1:]]]
         else:
             raise ValueError(f"{service}: health check {test[0]!r} is not CMD or CMD-SHELL")
-        return subprocess.run(cmd, env=self.env(service), cwd=self.cwd(service), capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            cmd, env=self.env(service), cwd=self.cwd(service), capture_output=True, text=True, timeout=timeout
+        )
 
     def wait_healthy(self, service: str, timeout: float = 120) -> None:
         """Poll the service's own health check until it passes; fail with its log if it exits."""
@@ -196,7 +215,9 @@ class NativeCompose:
             if result.returncode == 0:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{service} not healthy after {timeout}s: {result.stderr[-500:]}\n{self.log_tail(service)}")
+                raise TimeoutError(
+                    f"{service} not healthy after {timeout}s: {result.stderr[-500:]}\n{self.log_tail(service)}"
+                )
             time.sleep(0.5)
 
     def log_tail(self, service: str, chars: int = 4000) -> str:

@@ -23,8 +23,10 @@ def postgres_bin() -> Path:
     """The newest /usr/lib/postgresql/<major>/bin holding a server."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
     if not found:
-        pytest.fail("PostgreSQL server binaries not found under /usr/lib/postgresql: run `make system-deps` "
-                    "(apt-get install postgresql)")
+        pytest.fail(
+            "PostgreSQL server binaries not found under /usr/lib/postgresql: run `make system-deps` "
+            "(apt-get install postgresql)"
+        )
     return found[-1].parent
 
 
@@ -55,13 +57,48 @@ class PostgresServer:
         pwfile.write_text(self.password + "\n")
         if self.run_as:
             os.chown(pwfile, self.run_as["user"], self.run_as["group"])
-        subprocess.run([str(self.bin / "initdb"), "-D", str(self.dir / "data"), "-U", self.user, "--pwfile", str(pwfile),
-                        "--auth-host", "scram-sha-256", "--auth-local", "trust", "-E", "UTF8", "--no-sync"],
-                       check=True, capture_output=True, **self.run_as)
+        subprocess.run(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.dir / "data"),
+                "-U",
+                self.user,
+                "--pwfile",
+                str(pwfile),
+                "--auth-host",
+                "scram-sha-256",
+                "--auth-local",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            **self.run_as,
+        )
         self.proc = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", str(self.dir / "data"), "-p", str(self.port), "-k", str(self.dir),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off"],
-            stdout=open(self.dir / "server.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True, **self.run_as)
+            [
+                str(self.bin / "postgres"),
+                "-D",
+                str(self.dir / "data"),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.dir),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            stdout=open(self.dir / "server.log", "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **self.run_as,
+        )
         deadline = time.monotonic() + 30
         while self.psql("SELECT 1", db="postgres", check=False).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -76,9 +113,27 @@ class PostgresServer:
 
     def psql(self, sql: str, db: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         """Run SQL over TCP with password auth, as the MLflow server connects."""
-        return subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
-                               "-d", db or self.database, "-v", "ON_ERROR_STOP=1", "-Atc", sql],
-                              env=self.env(), capture_output=True, text=True, check=check)
+        return subprocess.run(
+            [
+                str(self.bin / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                db or self.database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-Atc",
+                sql,
+            ],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=check,
+        )
 
     def stop(self) -> None:
         """Fast shutdown, then remove the cluster."""
@@ -114,8 +169,12 @@ class MotoS3Server:
         server = VENV_BIN / "moto_server"
         if not server.exists():
             pytest.fail("moto_server not installed: `pip install -e .[test]` installs moto[server]")
-        self.proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(self.port)], stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(server), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -130,8 +189,13 @@ class MotoS3Server:
         """A boto3 S3 client for this server."""
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
-                            region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            region_name="us-east-1",
+        )
 
     def stop(self) -> None:
         """Stop the server."""

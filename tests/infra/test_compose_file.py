@@ -41,11 +41,22 @@ GPU_HOST = INFRA / "compose.gpu-host.yml"
 AUTH = INFRA / "compose.auth.yml"
 CENTRAL = INFRA / "compose.central.yml"
 COMPOSE_FILES = [COMPOSE_FILE, GPU_HOST, AUTH, CENTRAL]
-SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "SECRET_KEY", "DATASLAYER_ADMIN_PASSWORD", "MLFLOW_SECRET_KEY")
+SECRETS = (
+    "REDIS_PASSWORD",
+    "POSTGRES_PASSWORD",
+    "MINIO_ROOT_PASSWORD",
+    "SECRET_KEY",
+    "DATASLAYER_ADMIN_PASSWORD",
+    "MLFLOW_SECRET_KEY",
+)
 # What the other hosts' .env adds (the values .env.example shows commented out).
-GPU_HOST_ENV = {"DATASLAYER_REDIS_URL": "redis://:pw@10.0.0.5:6379/0", "DATASLAYER_TRACKING_URI": "http://10.0.0.5:5000",
-                "DATASLAYER_DATA_DIR": "/srv/datasets",
-                "DATASLAYER_WORKER_HOST": "host2", "DATASLAYER_PRIVATE_IP": "10.0.0.5"}
+GPU_HOST_ENV = {
+    "DATASLAYER_REDIS_URL": "redis://:pw@10.0.0.5:6379/0",
+    "DATASLAYER_TRACKING_URI": "http://10.0.0.5:5000",
+    "DATASLAYER_DATA_DIR": "/srv/datasets",
+    "DATASLAYER_WORKER_HOST": "host2",
+    "DATASLAYER_PRIVATE_IP": "10.0.0.5",
+}
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +87,14 @@ def local_services(tmp_path, gpus: int) -> dict:
     """The local stack's services on a machine with `gpus` GPUs, web UI included, by name."""
     from worker.stack import Stack, StackConfig, service_commands
 
-    cfg = StackConfig(state_dir=tmp_path / f"state-{gpus}", redis_password="from-the-environment", data_root=tmp_path / "data")
+    cfg = StackConfig(
+        state_dir=tmp_path / f"state-{gpus}", redis_password="from-the-environment", data_root=tmp_path / "data"
+    )
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     webui_env = Stack(cfg).webui_env()
-    return {s.name: s for s in service_commands(cfg, webui_env=webui_env, gpus=gpus, host="localhost", include_webui=True)}
+    return {
+        s.name: s for s in service_commands(cfg, webui_env=webui_env, gpus=gpus, host="localhost", include_webui=True)
+    }
 
 
 # -- the schema ----------------------------------------------------------------------------------
@@ -93,13 +108,20 @@ def test_each_compose_file_validates_against_the_compose_spec_schema(validator, 
     assert _errors(validator, load_file(path, env)) == []  # as Compose reads it with a filled-in .env
 
 
-@pytest.mark.parametrize("base, override, gpus", [("docker-compose.yml", "docker-compose.override.yml", 4),
-                                                  ("compose.gpu-host.yml", "compose.gpu-host.override.yml", 2)])
+@pytest.mark.parametrize(
+    "base, override, gpus",
+    [
+        ("docker-compose.yml", "docker-compose.override.yml", 4),
+        ("compose.gpu-host.yml", "compose.gpu-host.override.yml", 2),
+    ],
+)
 def test_the_generated_gpu_overrides_validate_and_merge(validator, env, overrides, base, override, gpus):
     assert _errors(validator, read_yaml(overrides / override)) == []
     project = load_project([overrides / base, overrides / override], env)
     assert _errors(validator, project) == []
-    assert sorted(n for n in project["services"] if n.startswith("worker-gpu")) == [f"worker-gpu{i}" for i in range(gpus)]
+    assert sorted(n for n in project["services"] if n.startswith("worker-gpu")) == [
+        f"worker-gpu{i}" for i in range(gpus)
+    ]
 
 
 def test_the_merged_deployments_validate(validator, env):
@@ -212,7 +234,9 @@ def test_passed_through_web_ui_settings_default_to_the_codes(monkeypatch):
 def _check(project: dict, raw_services: dict, local: dict, names: list[str]) -> list[str]:
     problems = []
     for name in names:
-        problems += compare_with_local_stack(name, project["services"][name], raw_services.get(name), local[local_name(name)])
+        problems += compare_with_local_stack(
+            name, project["services"][name], raw_services.get(name), local[local_name(name)]
+        )
     return problems
 
 
@@ -222,8 +246,12 @@ def test_the_main_file_runs_what_the_local_stack_runs(env, tmp_path):
     assert _check(project, raw, one_gpu, ["redis", "mlflow", "worker-gpu0", "webui"]) == []
     assert _check(project, raw, cpu_only, ["worker-cpu0"]) == []
     matched = {"redis", "mlflow", "worker-gpu0", "worker-cpu0", "webui"}
-    assert set(project["services"]) - matched == set(DEPLOYMENT_ONLY_SERVICES), "a service is neither local nor explained"
-    assert {local_name(n) for n in matched} >= set(one_gpu) | set(cpu_only), "a local service has no compose counterpart"
+    assert set(project["services"]) - matched == set(DEPLOYMENT_ONLY_SERVICES), (
+        "a service is neither local nor explained"
+    )
+    assert {local_name(n) for n in matched} >= set(one_gpu) | set(cpu_only), (
+        "a local service has no compose counterpart"
+    )
 
 
 def test_a_four_gpu_host_runs_the_local_stacks_four_workers(env, overrides, tmp_path):
@@ -244,40 +272,66 @@ def test_the_basic_auth_override_only_adds_the_auth_flag_and_settings(env, tmp_p
 
 def test_another_gpu_host_runs_the_same_workers(env, overrides, tmp_path):
     project = load_project([overrides / "compose.gpu-host.yml", overrides / "compose.gpu-host.override.yml"], env)
-    assert _check(project, read_yaml(GPU_HOST)["services"], local_services(tmp_path, 2), ["worker-gpu0", "worker-gpu1"]) == []
+    assert (
+        _check(project, read_yaml(GPU_HOST)["services"], local_services(tmp_path, 2), ["worker-gpu0", "worker-gpu1"])
+        == []
+    )
     main = load_project([COMPOSE_FILE], env)["services"]["worker-gpu0"]
     other = project["services"]["worker-gpu0"]
     # The same worker but for where it finds Redis and MLflow, its build context, and its dependencies on them.
     for key in ("image", "deploy", "stop_grace_period", "restart", "init"):
         assert other[key] == main[key], key
     assert other["command"] == main["command"]
-    assert {k: v for k, v in environment(other).items() if k not in ("REDIS_URL", "MLFLOW_TRACKING_URI")} == \
-        {k: v for k, v in environment(main).items() if k not in ("REDIS_URL", "MLFLOW_TRACKING_URI")}
+    assert {k: v for k, v in environment(other).items() if k not in ("REDIS_URL", "MLFLOW_TRACKING_URI")} == {
+        k: v for k, v in environment(main).items() if k not in ("REDIS_URL", "MLFLOW_TRACKING_URI")
+    }
     assert environment(other)["REDIS_URL"] == GPU_HOST_ENV["DATASLAYER_REDIS_URL"]
     assert environment(other)["MLFLOW_TRACKING_URI"] == GPU_HOST_ENV["DATASLAYER_TRACKING_URI"]
     assert [v.split(":", 1)[1] for v in other["volumes"]] == [v.split(":", 1)[1] for v in main["volumes"]]
-    assert (GPU_HOST.parent / other["build"]["context"] / other["build"]["dockerfile"]).resolve() == \
-        (ROOT / main["build"]["context"] / main["build"]["dockerfile"]).resolve()
+    assert (GPU_HOST.parent / other["build"]["context"] / other["build"]["dockerfile"]).resolve() == (
+        ROOT / main["build"]["context"] / main["build"]["dockerfile"]
+    ).resolve()
     assert "depends_on" not in other and other["healthcheck"]["test"][-1] == "gpu0@host2"
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda s: s["redis"]["command"].__setitem__(s["redis"]["command"].index("--appendonly") + 1, "no"), "--appendonly"),
-    (lambda s: s["redis"]["command"].remove("--protected-mode"), "--protected-mode"),
-    (lambda s: s["mlflow"]["command"].append("--dev"), "--dev"),
-    (lambda s: s["mlflow"]["environment"].__setitem__("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "true"), "JOB_EXECUTION"),
-    (lambda s: s["worker-gpu0"]["command"].__setitem__(3, "gpu1@${DATASLAYER_WORKER_HOST:-host1}"), "--name"),
-    (lambda s: s["webui"]["environment"].__setitem__("SECRET_KEY", "hard-coded"), "SECRET_KEY"),
-    (lambda s: s["redis"]["command"].__setitem__(-1, "hard-coded"), "--requirepass"),
-    (lambda s: s["webui"]["environment"].__setitem__("FLASK_DEBUG", "1"), "FLASK_DEBUG"),
-], ids=["value", "missing-flag", "extra-flag", "env-value", "node-name", "literal-secret-env", "literal-secret-flag", "extra-env"])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (
+            lambda s: s["redis"]["command"].__setitem__(s["redis"]["command"].index("--appendonly") + 1, "no"),
+            "--appendonly",
+        ),
+        (lambda s: s["redis"]["command"].remove("--protected-mode"), "--protected-mode"),
+        (lambda s: s["mlflow"]["command"].append("--dev"), "--dev"),
+        (
+            lambda s: s["mlflow"]["environment"].__setitem__("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "true"),
+            "JOB_EXECUTION",
+        ),
+        (lambda s: s["worker-gpu0"]["command"].__setitem__(3, "gpu1@${DATASLAYER_WORKER_HOST:-host1}"), "--name"),
+        (lambda s: s["webui"]["environment"].__setitem__("SECRET_KEY", "hard-coded"), "SECRET_KEY"),
+        (lambda s: s["redis"]["command"].__setitem__(-1, "hard-coded"), "--requirepass"),
+        (lambda s: s["webui"]["environment"].__setitem__("FLASK_DEBUG", "1"), "FLASK_DEBUG"),
+    ],
+    ids=[
+        "value",
+        "missing-flag",
+        "extra-flag",
+        "env-value",
+        "node-name",
+        "literal-secret-env",
+        "literal-secret-flag",
+        "extra-env",
+    ],
+)
 def test_the_rule_reports_any_drift(env, tmp_path, mutate, expected):
     raw = read_yaml(COMPOSE_FILE)
     mutate(raw["services"])
     path = tmp_path / "docker-compose.yml"
     path.write_text(json.dumps(raw))
     project = load_project([path], env)
-    problems = _check(project, raw["services"], local_services(tmp_path, 1), ["redis", "mlflow", "worker-gpu0", "webui"])
+    problems = _check(
+        project, raw["services"], local_services(tmp_path, 1), ["redis", "mlflow", "worker-gpu0", "webui"]
+    )
     assert any(expected in p for p in problems), problems
 
 
@@ -297,9 +351,14 @@ def test_services_are_reachable_only_where_they_should_be(env):
     assert set(central["mlflow"]["ports"]) == {"127.0.0.1:5000:5000", "10.0.0.5:5000:5000"}
     hosts = services["mlflow"]["command"][services["mlflow"]["command"].index("--allowed-hosts") + 1].split(",")
     assert {"mlflow:5000", "localhost:5000", "127.0.0.1:5000"} <= set(hosts)
-    extra = load_project([COMPOSE_FILE], {**env, "MLFLOW_EXTRA_ALLOWED_HOSTS": "10.0.0.5:5000"})["services"]["mlflow"]["command"]
+    extra = load_project([COMPOSE_FILE], {**env, "MLFLOW_EXTRA_ALLOWED_HOSTS": "10.0.0.5:5000"})["services"]["mlflow"][
+        "command"
+    ]
     assert extra[extra.index("--allowed-hosts") + 1].split(",")[-1] == "10.0.0.5:5000"
-    assert environment(services["flower"])["FLOWER_BASIC_AUTH"] == f"{env['DATASLAYER_ADMIN_USER']}:{env['DATASLAYER_ADMIN_PASSWORD']}"
+    assert (
+        environment(services["flower"])["FLOWER_BASIC_AUTH"]
+        == f"{env['DATASLAYER_ADMIN_USER']}:{env['DATASLAYER_ADMIN_PASSWORD']}"
+    )
 
 
 def test_workers_own_a_gpu_keep_state_on_volumes_and_stop_gracefully(env):
@@ -313,9 +372,13 @@ def test_workers_own_a_gpu_keep_state_on_volumes_and_stop_gracefully(env):
         assert mounts[worker_env["DATASLAYER_STATE_DIR"]].startswith("state:")  # checkpoints survive a new container
         assert mounts[worker_env["DATASLAYER_CACHE_DIR"]].startswith("cache:")
         assert mounts[worker_env["DATASLAYER_DATA_ROOT"]].endswith(":ro")
-        assert _duration_s(worker["stop_grace_period"]) >= 600 and worker["restart"] == "unless-stopped" and worker["init"]
+        assert (
+            _duration_s(worker["stop_grace_period"]) >= 600 and worker["restart"] == "unless-stopped" and worker["init"]
+        )
         node = worker["command"][worker["command"].index("--name") + 1]
-        assert worker["healthcheck"]["test"][-2:] == ["--destination", node] and "inspect" in worker["healthcheck"]["test"]
+        assert (
+            worker["healthcheck"]["test"][-2:] == ["--destination", node] and "inspect" in worker["healthcheck"]["test"]
+        )
         assert {"redis", "mlflow"} <= set(worker["depends_on"])
     assert gpu["command"][-2:] == ["--gpu", "0"]
     for name, svc in services.items():

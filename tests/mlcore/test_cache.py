@@ -161,6 +161,8 @@ def test_shuffle_changes_between_epochs_with_one_generator():
 
 @pytest.mark.parametrize(("n", "batch", "expected"), [(10, 4, [4, 4]), (8, 4, [4, 4]), (3, 4, [])])
 def test_drop_last_drops_the_remainder(n, batch, expected):
-    batches = _run(_value_cache(n), range(n), batch, drop_last=True, shuffle=True, generator=torch.Generator().manual_seed(0))
+    batches = _run(
+        _value_cache(n), range(n), batch, drop_last=True, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     assert [len(b[0]) for b in batches] == expected
     assert len(set(_order(batches))) == sum(expected)

@@ -13,10 +13,18 @@ from services import VENV_BIN
 
 def dataslayer(*args, env=None, cwd=None, check=True):
     """Run the installed console script; return (last-line JSON or None, completed process)."""
-    proc = subprocess.run([str(VENV_BIN / "dataslayer"), *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=600)
+    proc = subprocess.run(
+        [str(VENV_BIN / "dataslayer"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=600,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"dataslayer {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"dataslayer {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
     lines = proc.stdout.strip().splitlines()
     return (json.loads(lines[-1]) if proc.returncode == 0 and lines else None), proc
 
@@ -26,8 +34,22 @@ def test_demo_train_promote_predict_models(tmp_path, mlflow_server):
     data, _ = dataslayer("demo-data", tmp_path / "demo", "--subjects", 3, "--images-per-class", 6, "--test-images", 5)
     assert data["train"] == 36 and data["test"] == 5
 
-    trained, proc = dataslayer("train", "--data", tmp_path / "demo", "--preset", "quick", "--epochs", 2, "--image-size", 32,
-                               "--registered-model-name", "cli-model", "--device", "cpu", env=env)
+    trained, proc = dataslayer(
+        "train",
+        "--data",
+        tmp_path / "demo",
+        "--preset",
+        "quick",
+        "--epochs",
+        2,
+        "--image-size",
+        32,
+        "--registered-model-name",
+        "cli-model",
+        "--device",
+        "cpu",
+        env=env,
+    )
     assert trained["model_version"] and trained["run_id"] and 0 <= trained["val_f1_weighted"] <= 1
     assert "epoch 2/2" in proc.stderr  # the progress report
 
@@ -35,8 +57,18 @@ def test_demo_train_promote_predict_models(tmp_path, mlflow_server):
     assert promoted["alias"] == "champion"
 
     out = tmp_path / "out" / "submission.csv"
-    predicted, _ = dataslayer("predict", "--data", tmp_path / "demo", "--model", "models:/cli-model@champion", "--out", out,
-                              "--device", "cpu", env=env)
+    predicted, _ = dataslayer(
+        "predict",
+        "--data",
+        tmp_path / "demo",
+        "--model",
+        "models:/cli-model@champion",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        env=env,
+    )
     assert predicted["rows"] == 5 and Path(predicted["submission"]) == out
     with open(out) as f:
         rows = list(csv.reader(f))
@@ -47,14 +79,17 @@ def test_demo_train_promote_predict_models(tmp_path, mlflow_server):
     assert listed["champion"] == trained["model_version"] and "champion" in proc.stdout
 
 
-@pytest.mark.parametrize("args, flag", [
-    (["--batch-size", "0"], "--batch-size"),
-    (["--learning-rate", "nan"], "--learning-rate"),
-    (["--epochs", "-3"], "--epochs"),
-    (["--val-fraction", "abc"], "--val-fraction"),
-    (["--pretrained", "/no/such/weights.pth"], "--pretrained"),
-    (["--arch", "vgg16"], "--arch"),
-])
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--learning-rate", "nan"], "--learning-rate"),
+        (["--epochs", "-3"], "--epochs"),
+        (["--val-fraction", "abc"], "--val-fraction"),
+        (["--pretrained", "/no/such/weights.pth"], "--pretrained"),
+        (["--arch", "vgg16"], "--arch"),
+    ],
+)
 def test_bad_train_flags_exit_2_naming_the_flag_before_any_work(demo_root, tmp_path, args, flag):
     _, proc = dataslayer("train", "--data", demo_root, *args, cwd=tmp_path, check=False)
     assert proc.returncode == 2
@@ -72,16 +107,39 @@ def test_one_subject_with_subject_split_fails_naming_the_path(tmp_path, demo_roo
 
     train = tmp_path / "one" / "train"
     shutil.copytree(demo_root / "train" / "subject-01", train / "subject-01")
-    _, proc = dataslayer("train", "--data", tmp_path / "one", "--pretrained", "none", cwd=tmp_path, check=False,
-                         env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"})
+    _, proc = dataslayer(
+        "train",
+        "--data",
+        tmp_path / "one",
+        "--pretrained",
+        "none",
+        cwd=tmp_path,
+        check=False,
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"},
+    )
     assert proc.returncode == 1 and str(train) in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_offline_imagenet_weights_error_says_where_the_file_goes(tmp_path, demo_root):
-    _, proc = dataslayer("train", "--data", demo_root, "--arch", "resnet18", "--image-size", 32, "--epochs", 1,
-                         cwd=tmp_path, check=False,
-                         env={"TORCH_HOME": str(tmp_path / "torch"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
-                              "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"})
+    _, proc = dataslayer(
+        "train",
+        "--data",
+        demo_root,
+        "--arch",
+        "resnet18",
+        "--image-size",
+        32,
+        "--epochs",
+        1,
+        cwd=tmp_path,
+        check=False,
+        env={
+            "TORCH_HOME": str(tmp_path / "torch"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
+            "https_proxy": "http://127.0.0.1:9",
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+        },
+    )
     assert proc.returncode == 1
     assert str(tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in proc.stderr
     assert "none" in proc.stderr and "Traceback" not in proc.stderr

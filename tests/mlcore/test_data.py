@@ -70,7 +70,10 @@ def test_extensions_in_any_case_are_found(tmp_path):
 def test_nested_clip_folders_are_found(tmp_path):
     train = _tree(tmp_path, ["s1/fall/clip-1/deeper/a.jpg", "s1/fall/clip-2/b.jpg", "s1/non_fall/c.jpg"])
     assert {s.rel for s in discover_dataset(train).samples} == {
-        "s1/fall/clip-1/deeper/a.jpg", "s1/fall/clip-2/b.jpg", "s1/non_fall/c.jpg"}
+        "s1/fall/clip-1/deeper/a.jpg",
+        "s1/fall/clip-2/b.jpg",
+        "s1/non_fall/c.jpg",
+    }
 
 
 def test_non_images_hidden_files_and_stray_folders_are_ignored(tmp_path):
@@ -93,7 +96,9 @@ def test_labels_fall_is_one_and_non_fall_zero(tmp_path):
 
 
 def test_order_is_sorted_and_independent_of_creation_order(tmp_path):
-    files = [f"s{s}/{c}/clip{k}/f{i}.jpg" for s in (3, 1, 2) for c in ("non_fall", "fall") for k in (1, 0) for i in (2, 0, 1)]
+    files = [
+        f"s{s}/{c}/clip{k}/f{i}.jpg" for s in (3, 1, 2) for c in ("non_fall", "fall") for k in (1, 0) for i in (2, 0, 1)
+    ]
     a = discover_dataset(_tree(tmp_path / "a", files))
     b = discover_dataset(_tree(tmp_path / "b", list(reversed(files))))
     assert [s.rel for s in a.samples] == [s.rel for s in b.samples]

@@ -48,8 +48,13 @@ def test_layout_matches_the_competition(dataset: tuple[Path, dict]) -> None:
     assert [r[0] for r in rows[1:]] == [p.name for p in tests]  # ids are file names, as predict writes them
     labels = [int(r[1]) for r in rows[1:]]
     assert set(labels) == {0, 1}
-    assert summary == {"train": 16, "test": 4, "subjects": subjects,
-                       "per_class": {"fall": 8, "non_fall": 8}, "path": str(out)}
+    assert summary == {
+        "train": 16,
+        "test": 4,
+        "subjects": subjects,
+        "per_class": {"fall": 8, "non_fall": 8},
+        "path": str(out),
+    }
 
 
 def test_every_file_is_an_rgb_jpeg_of_the_requested_size(dataset: tuple[Path, dict]) -> None:
@@ -62,8 +67,7 @@ def test_every_file_is_an_rgb_jpeg_of_the_requested_size(dataset: tuple[Path, di
             im.load()  # decodes the whole file, so a truncated JPEG fails here
 
 
-def test_same_seed_gives_identical_bytes_and_another_seed_differs(dataset: tuple[Path, dict],
-                                                                  tmp_path: Path) -> None:
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(dataset: tuple[Path, dict], tmp_path: Path) -> None:
     out, _ = dataset
     generate_demo_dataset(tmp_path / "again", seed=0, **TINY)
     generate_demo_dataset(tmp_path / "other", seed=1, **TINY)
@@ -73,11 +77,21 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(dataset: tuple
     assert all(other[k] != v for k, v in _tree(out).items() if k.endswith(".jpg"))
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("subjects", 1), ("subjects", "3"), ("images_per_class", 0), ("test_images", -1),
-    ("frames_per_clip", 0), ("seed", -1), ("seed", 1.5), ("image_size", (0, 72)),
-    ("image_size", (96,)), ("images_per_class", True),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("subjects", 1),
+        ("subjects", "3"),
+        ("images_per_class", 0),
+        ("test_images", -1),
+        ("frames_per_clip", 0),
+        ("seed", -1),
+        ("seed", 1.5),
+        ("image_size", (0, 72)),
+        ("image_size", (96,)),
+        ("images_per_class", True),
+    ],
+)
 def test_bad_arguments_are_refused_by_name(tmp_path: Path, name: str, value: object) -> None:
     with pytest.raises(ValueError, match=name):
         generate_demo_dataset(tmp_path, **{**TINY, name: value})

@@ -21,8 +21,13 @@ from mlcore.model import build_model
 
 def _batches(seed: int, n: int = 3, bs: int = 4, size: int = 32):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randint(0, 256, (bs, 3, size, size), dtype=torch.uint8, generator=g),
-             torch.randint(0, 2, (bs,), generator=g)) for _ in range(n)]
+    return [
+        (
+            torch.randint(0, 256, (bs, 3, size, size), dtype=torch.uint8, generator=g),
+            torch.randint(0, 2, (bs,), generator=g),
+        )
+        for _ in range(n)
+    ]
 
 
 def _train_once(seed: int = 0):

@@ -48,7 +48,12 @@ BAD_FILES = {
     "bmp.jpg": lambda p, ok: _save(Image.open(ok), p, "BMP"),
     "tiff.jpg": lambda p, ok: _save(Image.open(ok), p, "TIFF"),
 }
-REASONS = {"empty.jpg": "empty", "gif.jpg": "not a JPEG or PNG", "bmp.jpg": "not a JPEG or PNG", "tiff.jpg": "not a JPEG or PNG"}
+REASONS = {
+    "empty.jpg": "empty",
+    "gif.jpg": "not a JPEG or PNG",
+    "bmp.jpg": "not a JPEG or PNG",
+    "tiff.jpg": "not a JPEG or PNG",
+}
 
 
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
@@ -62,7 +67,9 @@ def test_bad_files_are_refused_with_a_reason(tmp_path, name):
     assert REASONS.get(name, "") in str(info.value)
 
 
-@pytest.mark.parametrize("limit", [1000, 3000])  # 64x64 = 4096 px: over 2x the limit (PIL error) and within 2x (PIL warning)
+@pytest.mark.parametrize(
+    "limit", [1000, 3000]
+)  # 64x64 = 4096 px: over 2x the limit (PIL error) and within 2x (PIL warning)
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch, limit):
     path = _save(Image.fromarray(_rgb(64, 64)), tmp_path / "bomb.png", "PNG")
     assert decode_resized(path, 8).shape == (8, 8, 3)  # fine under the default limit
@@ -116,7 +123,9 @@ def test_grayscale_jpeg_becomes_rgb(tmp_path):
     assert np.array_equal(out[..., 0], np.asarray(Image.open(path)))
 
 
-@pytest.mark.parametrize(("mode", "fmt", "name"), [("RGBA", "PNG", "rgba.png"), ("P", "PNG", "palette.png"), ("CMYK", "JPEG", "cmyk.jpg")])
+@pytest.mark.parametrize(
+    ("mode", "fmt", "name"), [("RGBA", "PNG", "rgba.png"), ("P", "PNG", "palette.png"), ("CMYK", "JPEG", "cmyk.jpg")]
+)
 def test_other_modes_convert_like_pil(tmp_path, mode, fmt, name):
     src = Image.fromarray(_rgb(24, 24))
     if mode == "RGBA":

@@ -55,8 +55,9 @@ def offline_torch_home(tmp_path, monkeypatch) -> Path:
 
 
 def test_imagenet_offline_without_the_file_says_where_it_goes(offline_torch_home, monkeypatch):
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url",
-                        lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("offline")))
+    monkeypatch.setattr(
+        torch.hub, "load_state_dict_from_url", lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("offline"))
+    )
     expected = imagenet_weights_path("resnet18")
     assert offline_torch_home in expected.parents
     with pytest.raises(WeightsUnavailable) as info:

@@ -124,25 +124,31 @@ def test_predict_data_dir_root_resolves_to_test(train_dir):
     assert p.data_dir == (train_dir / "test").resolve()
 
 
-@pytest.mark.parametrize("uri", [
-    "models:/fall-detector@champion",
-    "models:/fall-detector/3",
-    "runs:/0123456789abcdef0123456789abcdef/model",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "models:/fall-detector@champion",
+        "models:/fall-detector/3",
+        "runs:/0123456789abcdef0123456789abcdef/model",
+    ],
+)
 def test_model_uri_accepted(train_dir, uri):
     assert build(PredictParams, {"data_dir": str(train_dir), "model_uri": uri}).model_uri == uri
 
 
-@pytest.mark.parametrize("uri", [
-    "http://x",
-    "models:/../x",
-    "runs:/notahexid/model",
-    "file:///etc/passwd",
-    "",
-    "models:/../3",
-    "models:/..",
-    "runs:/" + "a" * 32 + "/../../x",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://x",
+        "models:/../x",
+        "runs:/notahexid/model",
+        "file:///etc/passwd",
+        "",
+        "models:/../3",
+        "models:/..",
+        "runs:/" + "a" * 32 + "/../../x",
+    ],
+)
 def test_model_uri_refused(train_dir, uri):
     with pytest.raises(ParamsError) as info:
         build(PredictParams, {"data_dir": str(train_dir), "model_uri": uri})

@@ -33,7 +33,9 @@ def test_prediction_writes_every_test_image_and_lists_bad_ones(demo_copy, tmp_pa
     test_dir = demo_copy / "test"
     (test_dir / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     (test_dir / "notes.txt").write_text("not an image")
-    params = build(PredictParams, {"data_dir": str(demo_copy), "output": str(tmp_path / "submission.csv"), "device": "cpu"})
+    params = build(
+        PredictParams, {"data_dir": str(demo_copy), "output": str(tmp_path / "submission.csv"), "device": "cpu"}
+    )
     result = run_prediction(params, *model_info)
     rows = _rows(result["submission"])
     expected_ids = sorted(p.name for p in test_dir.iterdir() if p.suffix == ".jpg")
@@ -50,8 +52,15 @@ def test_prediction_writes_every_test_image_and_lists_bad_ones(demo_copy, tmp_pa
 
 @pytest.mark.parametrize("threshold, expected", [(0.0, "1"), (1.0, "0")])
 def test_threshold_override_wins_over_the_models(demo_root, tmp_path, model_info, threshold, expected):
-    params = build(PredictParams, {"data_dir": str(demo_root / "test"), "output": str(tmp_path / "s.csv"),
-                                   "threshold": threshold, "device": "cpu"})
+    params = build(
+        PredictParams,
+        {
+            "data_dir": str(demo_root / "test"),
+            "output": str(tmp_path / "s.csv"),
+            "threshold": threshold,
+            "device": "cpu",
+        },
+    )
     result = run_prediction(params, *model_info)
     assert {r[1] for r in _rows(result["submission"])[1:]} == {expected}
     assert result["threshold_source"] == "override"
@@ -59,7 +68,9 @@ def test_threshold_override_wins_over_the_models(demo_root, tmp_path, model_info
 
 def test_progress_reports_decoding_and_every_image_predicted(demo_root, tmp_path, model_info):
     events = []
-    params = build(PredictParams, {"data_dir": str(demo_root / "test"), "output": str(tmp_path / "s.csv"), "device": "cpu"})
+    params = build(
+        PredictParams, {"data_dir": str(demo_root / "test"), "output": str(tmp_path / "s.csv"), "device": "cpu"}
+    )
     result = run_prediction(params, *model_info, hooks=JobHooks(progress=events.append))
     predicting = [e for e in events if e["phase"] == "predicting"]
     assert [e["done"] for e in predicting] == [0, result["rows"]] and predicting[-1]["total"] == result["rows"]

@@ -27,7 +27,9 @@ def _layout(seed: int) -> tuple[list[int], list[str]]:
 
 
 def _dataset(labels: list[int], subjects: list[str], root: str = "/data/set/train") -> Dataset:
-    samples = [Sample(f"{s}/{'fall' if l else 'non_fall'}/{i}.jpg", l, s) for i, (l, s) in enumerate(zip(labels, subjects))]
+    samples = [
+        Sample(f"{s}/{'fall' if l else 'non_fall'}/{i}.jpg", l, s) for i, (l, s) in enumerate(zip(labels, subjects))
+    ]
     return Dataset(Path(root), samples, [1] * len(samples))
 
 

@@ -26,10 +26,19 @@ def test_train_register_promote_predict_by_alias(tracking_server, tiny_train_val
     assert sorted(m.step for m in history) == [1, 2]
     for key in ("train_loss", "val_loss", "val_f1", "val_accuracy", "val_precision", "val_recall", "val_roc_auc"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 2
-    artifacts = {a.path for folder in ("plots", "reports", "tables") for a in client.list_artifacts(run.info.run_id, folder)}
-    assert {"plots/learning_curve.png", "plots/confusion_matrix.png", "plots/f1_vs_threshold.png",
-            "reports/classification_report.txt", "reports/classification_report.json", "reports/confusion_matrix.json",
-            "reports/skipped_files.json", "tables/val_predictions.json"} <= artifacts
+    artifacts = {
+        a.path for folder in ("plots", "reports", "tables") for a in client.list_artifacts(run.info.run_id, folder)
+    }
+    assert {
+        "plots/learning_curve.png",
+        "plots/confusion_matrix.png",
+        "plots/f1_vs_threshold.png",
+        "reports/classification_report.txt",
+        "reports/classification_report.json",
+        "reports/confusion_matrix.json",
+        "reports/skipped_files.json",
+        "tables/val_predictions.json",
+    } <= artifacts
     cm = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/reports/confusion_matrix.json")
     assert cm["labels"] == ["non_fall", "fall"] and sum(map(sum, cm["matrix"])) == summary["val_images"]
     assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].tags[0].value == "training"
@@ -44,9 +53,19 @@ def test_train_register_promote_predict_by_alias(tracking_server, tiny_train_val
     assert [r["aliases"] for r in list_versions("roundtrip")] == [["champion"]]
 
     model, info = load_model("models:/roundtrip@champion")
-    assert info["threshold"] == pytest.approx(summary["threshold"], abs=1e-6) and info["version"] == summary["model_version"]
-    pred = build(PredictParams, {"data_dir": str(demo_root), "model_uri": "models:/roundtrip@champion",
-                                 "output": str(tmp_path / "submission.csv"), "device": "cpu"})
+    assert (
+        info["threshold"] == pytest.approx(summary["threshold"], abs=1e-6)
+        and info["version"] == summary["model_version"]
+    )
+    pred = build(
+        PredictParams,
+        {
+            "data_dir": str(demo_root),
+            "model_uri": "models:/roundtrip@champion",
+            "output": str(tmp_path / "submission.csv"),
+            "device": "cpu",
+        },
+    )
     with MlflowTracker(experiment="roundtrip", tags={"dataslayer.model_version": info["version"]}) as tracker:
         result = run_prediction(pred, model, info, tracker=tracker)
     with open(result["submission"]) as f:

@@ -14,8 +14,16 @@ def test_training_job_selects_best_epoch_and_tunes_threshold(tiny_train_values):
     summary = run_training(train_params(**tiny_train_values), tracker=tracker, hooks=JobHooks(progress=events.append))
     assert sorted(tracker.epochs) == [1, 2]
     for metrics in tracker.epochs.values():
-        assert {"train_loss", "val_loss", "val_f1_weighted", "val_f1", "val_accuracy", "val_precision",
-                "val_recall", "val_roc_auc"} <= set(metrics)
+        assert {
+            "train_loss",
+            "val_loss",
+            "val_f1_weighted",
+            "val_f1",
+            "val_accuracy",
+            "val_precision",
+            "val_recall",
+            "val_roc_auc",
+        } <= set(metrics)
     scores = [tracker.epochs[e]["val_f1_weighted"] for e in (1, 2)]
     assert summary["best_epoch"] == scores.index(max(scores)) + 1  # first best wins, as the notebook
     assert summary["val_f1_weighted"] == pytest.approx(max(scores), abs=1e-6)
@@ -44,8 +52,12 @@ def test_resumed_job_continues_from_its_checkpoint_and_matches_an_unbroken_run(t
     assert (tmp_path / "last.pt").exists()
 
     resumed, events = NullTracker(), []
-    summary = run_training(train_params(**tiny_train_values), tracker=resumed, checkpoint_dir=tmp_path,
-                           hooks=JobHooks(progress=events.append))
+    summary = run_training(
+        train_params(**tiny_train_values),
+        tracker=resumed,
+        checkpoint_dir=tmp_path,
+        hooks=JobHooks(progress=events.append),
+    )
     assert {e["epoch"] for e in events if e["phase"] == "training"} == {2}  # epoch 1 was not trained again
     assert sorted(resumed.epochs) == [1, 2]
     for epoch in (1, 2):
@@ -56,8 +68,18 @@ def test_resumed_job_continues_from_its_checkpoint_and_matches_an_unbroken_run(t
 
 def test_early_stopping_stops_after_patience_epochs_without_improvement(tiny_train_values):
     tracker = NullTracker()
-    values = {**tiny_train_values, "epochs": 6, "learning_rate": 1e-12, "early_stopping_patience": 1,
-              "aug_flip": False, "aug_rotation": 0, "aug_brightness": 0, "aug_contrast": 0, "aug_saturation": 0, "aug_hue": 0}
+    values = {
+        **tiny_train_values,
+        "epochs": 6,
+        "learning_rate": 1e-12,
+        "early_stopping_patience": 1,
+        "aug_flip": False,
+        "aug_rotation": 0,
+        "aug_brightness": 0,
+        "aug_contrast": 0,
+        "aug_saturation": 0,
+        "aug_hue": 0,
+    }
     summary = run_training(train_params(**values), tracker=tracker)
     assert summary["epochs_run"] < 6
     assert summary["best_epoch"] == 1
@@ -73,7 +95,9 @@ def test_bad_training_images_are_skipped_and_listed(tiny_train_values, demo_copy
         def log_evaluation(self, evaluation):
             captured.update(evaluation)
 
-    summary = run_training(train_params(**{**tiny_train_values, "data_dir": str(demo_copy), "epochs": 1}), tracker=Spy())
+    summary = run_training(
+        train_params(**{**tiny_train_values, "data_dir": str(demo_copy), "epochs": 1}), tracker=Spy()
+    )
     assert summary["skipped_files"] == 2
     names = {s["file"] for s in captured["skipped"]}
     assert victim.relative_to(demo_copy / "train").as_posix() in names

@@ -96,10 +96,6 @@ def client(app):
     return app.test_client()
 
 
-
-
-
-
 @pytest.fixture
 def user_client(client):
     """A test client logged in as the admin."""
@@ -111,8 +107,6 @@ def user_client(client):
 def experiment(request) -> str:
     """An MLflow experiment name unique to the test, to count what a test created."""
     return "ui-" + re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:60] + "-" + uuid.uuid4().hex[:6]
-
-
 
 
 # -- the real local stack for the browser tests --------------------------------------------------
@@ -133,20 +127,42 @@ class UiStack:
         self.redis.start()
         mlflow_thread = threading.Thread(target=self.mlflow.start, daemon=True)
         mlflow_thread.start()
-        cfg = StackConfig(state_dir=self.root / "state", redis_port=self.redis.port, mlflow_port=self.mlflow.port,
-                          webui_port=free_port(), data_root=self.data, workers=1)
+        cfg = StackConfig(
+            state_dir=self.root / "state",
+            redis_port=self.redis.port,
+            mlflow_port=self.mlflow.port,
+            webui_port=free_port(),
+            data_root=self.data,
+            workers=1,
+        )
         (cfg.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.url = cfg.webui_url
-        secrets = {"SECRET_KEY": SECRET, "DATASLAYER_ADMIN_USER": ADMIN, "DATASLAYER_ADMIN_PASSWORD": PASSWORD,
-                   "DATASLAYER_API_TOKENS": f"ana:{API_TOKEN}", "DATASLAYER_SYSTEM_METRICS": "0"}
+        secrets = {
+            "SECRET_KEY": SECRET,
+            "DATASLAYER_ADMIN_USER": ADMIN,
+            "DATASLAYER_ADMIN_PASSWORD": PASSWORD,
+            "DATASLAYER_API_TOKENS": f"ana:{API_TOKEN}",
+            "DATASLAYER_SYSTEM_METRICS": "0",
+        }
         webui = next(s for s in service_commands(cfg, webui_env=secrets) if s.name == "webui")
         self.env = {**os.environ, **webui.env}
-        worker_env = {**webui.env, "DATASLAYER_LEASE_TTL": "10", "DATASLAYER_HEARTBEAT_S": "1", "DATASLAYER_RECONCILE_S": "5"}
+        worker_env = {
+            **webui.env,
+            "DATASLAYER_LEASE_TTL": "10",
+            "DATASLAYER_HEARTBEAT_S": "1",
+            "DATASLAYER_RECONCILE_S": "5",
+        }
         self.worker = WorkerProcess("ui", worker_env, self.root / "worker.log")
         self.worker.start(wait=False)
         self.webui_log = open(self.root / "webui.log", "ab")
-        self.webui = subprocess.Popen(webui.cmd, env=self.env, cwd=cfg.state_dir, stdout=self.webui_log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self.webui = subprocess.Popen(
+            webui.cmd,
+            env=self.env,
+            cwd=cfg.state_dir,
+            stdout=self.webui_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         wait_http(self.url + "/health", timeout=60, proc=self.webui)
         mlflow_thread.join(120)
         if self.mlflow.proc is None or self.mlflow.proc.poll() is not None:
@@ -202,5 +218,3 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
-
-

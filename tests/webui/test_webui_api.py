@@ -14,18 +14,30 @@ def auth(token: str = API_TOKEN) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": f"Basic {API_TOKEN}"},
-                                     {"Authorization": "Bearer "}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-token-0123456789"},
+        {"Authorization": f"Basic {API_TOKEN}"},
+        {"Authorization": "Bearer "},
+    ],
+)
 def test_without_a_valid_token_the_api_refuses_and_creates_nothing(client, experiment, headers):
-    response = client.post("/api/runs", json={"dataset": "demo", "params": {**TINY, "experiment_name": experiment}}, headers=headers)
+    response = client.post(
+        "/api/runs", json={"dataset": "demo", "params": {**TINY, "experiment_name": experiment}}, headers=headers
+    )
     assert response.status_code == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
     assert client.get("/api/jobs", headers=headers).status_code == 401
     assert runs_in(experiment) == []
 
 
 def test_a_configured_token_queues_a_run_as_its_user(client, experiment, job_client):
-    response = client.post("/api/runs", json={"dataset": "demo", "params": {**TINY, "experiment_name": experiment}, "name": "api"},
-                           headers=auth())
+    response = client.post(
+        "/api/runs",
+        json={"dataset": "demo", "params": {**TINY, "experiment_name": experiment}, "name": "api"},
+        headers=auth(),
+    )
     assert response.status_code == 201
     job = job_client.job(response.json["run_id"])
     assert job.submitted_by == "ana" and job.status == "SCHEDULED" and job.name == "api"
@@ -38,7 +50,9 @@ def test_a_configured_token_queues_a_run_as_its_user(client, experiment, job_cli
 def test_the_personal_token_from_the_profile_page_works(app, client, experiment):
     with app.app_context():
         token = user_token("admin")
-    response = client.post("/api/runs", json={"dataset": "demo", "params": {**TINY, "experiment_name": experiment}}, headers=auth(token))
+    response = client.post(
+        "/api/runs", json={"dataset": "demo", "params": {**TINY, "experiment_name": experiment}}, headers=auth(token)
+    )
     assert response.status_code == 201 and runs_in(experiment)[0].data.tags["dataslayer.submitted_by"] == "admin"
 
 
@@ -49,30 +63,37 @@ def test_the_same_idempotency_key_queues_one_job(client, experiment):
     assert first.json["run_id"] == second.json["run_id"] and len(runs_in(experiment)) == 1
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"dataset": "demo", "params": {"learning_rate": float("nan")}}, "learning_rate"),
-    ({"dataset": "demo", "params": {"epochs": "many"}}, "epochs"),
-    ({"dataset": "demo", "params": {"arch": "vgg16"}}, "arch"),
-    ({"dataset": "demo", "params": {"batch_size": 0}}, "batch_size"),
-    ({"dataset": "demo", "params": {"data_dir": "/etc"}}, "data_dir"),
-    ({"dataset": "demo", "params": {"pretrained": "/root/weights.pth"}}, "pretrained"),
-    ({"dataset": "demo", "params": {"unknown": 1}}, "unknown"),
-    ({"dataset": "demo", "params": [1, 2]}, "params"),
-    ({"dataset": "demo", "priority": "asap"}, "priority"),
-    ({"dataset": "demo", "idempotency_key": "../.."}, "idempotency_key"),
-    ({"params": {}}, "dataset"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"dataset": "demo", "params": {"learning_rate": float("nan")}}, "learning_rate"),
+        ({"dataset": "demo", "params": {"epochs": "many"}}, "epochs"),
+        ({"dataset": "demo", "params": {"arch": "vgg16"}}, "arch"),
+        ({"dataset": "demo", "params": {"batch_size": 0}}, "batch_size"),
+        ({"dataset": "demo", "params": {"data_dir": "/etc"}}, "data_dir"),
+        ({"dataset": "demo", "params": {"pretrained": "/root/weights.pth"}}, "pretrained"),
+        ({"dataset": "demo", "params": {"unknown": 1}}, "unknown"),
+        ({"dataset": "demo", "params": [1, 2]}, "params"),
+        ({"dataset": "demo", "priority": "asap"}, "priority"),
+        ({"dataset": "demo", "idempotency_key": "../.."}, "idempotency_key"),
+        ({"params": {}}, "dataset"),
+    ],
+)
 def test_bad_input_is_400_naming_the_field(client, experiment, body, field):
     params = body.get("params", {})
     body = {**body, "params": {**params, "experiment_name": experiment} if isinstance(params, dict) else params}
-    response = client.post("/api/runs", data=json.dumps(body, allow_nan=True), content_type="application/json", headers=auth())
+    response = client.post(
+        "/api/runs", data=json.dumps(body, allow_nan=True), content_type="application/json", headers=auth()
+    )
     assert response.status_code == 400 and response.json["field"] == field, response.json
     assert runs_in(experiment) == []
 
 
 @pytest.mark.parametrize("dataset", ["../demo", "/etc/passwd", "demo/../../x", "x\x00y", "escape"])
 def test_path_like_datasets_are_400(client, experiment, dataset):
-    response = client.post("/api/runs", json={"dataset": dataset, "params": {"experiment_name": experiment}}, headers=auth())
+    response = client.post(
+        "/api/runs", json={"dataset": dataset, "params": {"experiment_name": experiment}}, headers=auth()
+    )
     assert response.status_code == 400 and runs_in(experiment) == []
 
 
@@ -81,8 +102,12 @@ def test_not_json_is_400(client):
 
 
 def test_sweeps_preview_and_queue(client, experiment, job_client):
-    body = {"dataset": "demo", "base": {**TINY, "experiment_name": experiment}, "grid": {"learning_rate": [1e-3, 3e-3]},
-            "max_concurrent": 1}
+    body = {
+        "dataset": "demo",
+        "base": {**TINY, "experiment_name": experiment},
+        "grid": {"learning_rate": [1e-3, 3e-3]},
+        "max_concurrent": 1,
+    }
     assert client.post("/api/sweeps/preview", json=body, headers=auth()).json == {"runs": 2}
     assert runs_in(experiment) == []
     bad = client.post("/api/sweeps", json={**body, "grid": {"pretrained": ["/etc/passwd"]}}, headers=auth())
@@ -92,12 +117,18 @@ def test_sweeps_preview_and_queue(client, experiment, job_client):
 
 
 def test_cancel_log_metrics_and_datasets(client, experiment, job_client):
-    run_id = client.post("/api/runs", json={"dataset": "demo", "params": {**TINY, "experiment_name": experiment}}, headers=auth()).json["run_id"]
+    run_id = client.post(
+        "/api/runs", json={"dataset": "demo", "params": {**TINY, "experiment_name": experiment}}, headers=auth()
+    ).json["run_id"]
     assert client.get(f"/api/jobs/{run_id}/log", headers=auth()).json == {"lines": []}
     assert client.get(f"/api/jobs/{run_id}/metrics", headers=auth()).json["curves"]["val_f1"] == []
     assert client.post(f"/api/jobs/{run_id}/cancel", headers=auth()).json["status"] == "KILLED"
     datasets = client.get("/api/datasets", headers=auth()).json["datasets"]
-    assert [d["name"] for d in datasets] == ["demo"] and datasets[0]["counts"]["images"] == 48 and datasets[0]["test_images"] == 6
+    assert (
+        [d["name"] for d in datasets] == ["demo"]
+        and datasets[0]["counts"]["images"] == 48
+        and datasets[0]["test_images"] == 6
+    )
 
 
 def test_models_promote_and_submissions(client, model_name, experiment):
@@ -118,7 +149,11 @@ def test_the_openapi_document_describes_every_route(app, client):
     assert doc["openapi"].startswith("3.") and doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert "data_dir" not in doc["components"]["schemas"]["TrainParams"]["properties"]
     assert doc["components"]["schemas"]["TrainParams"]["properties"]["epochs"]["default"] == 20
-    rules = {r.rule.replace("<", "{").replace(">", "}").replace("int:", "") for r in app.url_map.iter_rules() if r.rule.startswith("/api/")}
+    rules = {
+        r.rule.replace("<", "{").replace(">", "}").replace("int:", "")
+        for r in app.url_map.iter_rules()
+        if r.rule.startswith("/api/")
+    }
     assert rules - {"/api/openapi.json"} == set(doc["paths"])
 
 

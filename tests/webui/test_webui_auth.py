@@ -3,8 +3,19 @@
 import pytest
 from ui_helpers import csrf_token, log_in
 
-PAGES = ["/", "/jobs", "/jobs.json", "/runs/new", "/sweeps/new", "/models", "/submissions", "/datasets", "/profile",
-         "/jobs/0123456789abcdef0123456789abcdef", "/submissions/0123456789abcdef0123456789abcdef/submission.csv"]
+PAGES = [
+    "/",
+    "/jobs",
+    "/jobs.json",
+    "/runs/new",
+    "/sweeps/new",
+    "/models",
+    "/submissions",
+    "/datasets",
+    "/profile",
+    "/jobs/0123456789abcdef0123456789abcdef",
+    "/submissions/0123456789abcdef0123456789abcdef/submission.csv",
+]
 
 
 def test_health_answers_without_login(client):
@@ -21,8 +32,17 @@ def test_no_session_redirects_to_login(client, path):
         assert response.status_code == 302 and response.headers["Location"].startswith("/login?next=")
 
 
-@pytest.mark.parametrize("path", ["/runs/new", "/sweeps/new", "/submissions", "/jobs/0123456789abcdef0123456789abcdef/cancel",
-                                  "/models/fall-detector/1/promote", "/sweeps/preview"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/runs/new",
+        "/sweeps/new",
+        "/submissions",
+        "/jobs/0123456789abcdef0123456789abcdef/cancel",
+        "/models/fall-detector/1/promote",
+        "/sweeps/preview",
+    ],
+)
 def test_no_session_cannot_post(client, path):
     response = client.post(path, data={"csrf_token": csrf_token(client)})
     assert response.status_code in (302, 401)
@@ -35,16 +55,23 @@ def test_login_page_and_assets_are_public(client):
 
 def test_login_returns_to_the_page_asked_for(client):
     token = csrf_token(client)
-    response = client.post("/login?next=/models", data={"username": "admin", "password": "correct horse battery staple",
-                                                        "csrf_token": token})
+    response = client.post(
+        "/login?next=/models",
+        data={"username": "admin", "password": "correct horse battery staple", "csrf_token": token},
+    )
     assert response.headers["Location"] == "/models"
 
 
-@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)"]
+)
 def test_login_never_redirects_off_site(client, target):
     token = csrf_token(client)
-    response = client.post("/login", query_string={"next": target},
-                           data={"username": "admin", "password": "correct horse battery staple", "csrf_token": token})
+    response = client.post(
+        "/login",
+        query_string={"next": target},
+        data={"username": "admin", "password": "correct horse battery staple", "csrf_token": token},
+    )
     assert response.headers["Location"] == "/jobs"
 
 

@@ -19,7 +19,14 @@ from ui_helpers import ADMIN, PASSWORD, shot
 
 pytestmark = pytest.mark.slow
 STATE: dict = {}
-TINY = {"image_size": "32", "epochs": "2", "batch_size": "8", "eval_batch_size": "32", "device": "cpu", "warmup_epochs": "0"}
+TINY = {
+    "image_size": "32",
+    "epochs": "2",
+    "batch_size": "8",
+    "eval_batch_size": "32",
+    "device": "cpu",
+    "warmup_epochs": "0",
+}
 JOB_S = 240_000  # ms: a tiny CPU job takes ~30 s, but it may wait behind the others on the one worker
 
 
@@ -212,7 +219,9 @@ def test_the_sweep_ends_with_its_children_sorted_by_f1(page):
     scores = [float(t) for t in rows.locator("td:nth-child(6)").all_inner_texts()]
     assert scores == sorted(scores, reverse=True)
     compare = page.locator('[data-role="compare"]').get_attribute("href")
-    assert "#/compare-runs?runs=" in compare and all(r in compare for r in rows.evaluate_all("rs => rs.map(r => r.dataset.runId)"))
+    assert "#/compare-runs?runs=" in compare and all(
+        r in compare for r in rows.evaluate_all("rs => rs.map(r => r.dataset.runId)")
+    )
     shot(page, "12-sweep-finished")
     page.goto("/models")
     page.locator('tr[data-version="3"] [data-role="promote"]').click()

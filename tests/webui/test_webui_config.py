@@ -13,8 +13,16 @@ from webui.config import ConfigError, parse_api_tokens
 @pytest.fixture
 def clean_env(monkeypatch):
     """No UI variables from the machine running the tests."""
-    for name in ("SECRET_KEY", "DATASLAYER_DEV", "FLASK_DEBUG", "DATASLAYER_ADMIN_PASSWORD", "DATASLAYER_USERS_FILE",
-                 "DATASLAYER_API_TOKENS", "DATASLAYER_SECURE_COOKIES", "DATASLAYER_MLFLOW_PUBLIC_URL"):
+    for name in (
+        "SECRET_KEY",
+        "DATASLAYER_DEV",
+        "FLASK_DEBUG",
+        "DATASLAYER_ADMIN_PASSWORD",
+        "DATASLAYER_USERS_FILE",
+        "DATASLAYER_API_TOKENS",
+        "DATASLAYER_SECURE_COOKIES",
+        "DATASLAYER_MLFLOW_PUBLIC_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -75,7 +83,10 @@ def test_bad_api_token_settings_are_refused(spec):
 
 
 def test_api_tokens_map_to_users():
-    assert parse_api_tokens("ana:0123456789abcdef, bo:fedcba9876543210") == {"0123456789abcdef": "ana", "fedcba9876543210": "bo"}
+    assert parse_api_tokens("ana:0123456789abcdef, bo:fedcba9876543210") == {
+        "0123456789abcdef": "ana",
+        "fedcba9876543210": "bo",
+    }
 
 
 def test_session_cookie_flags(clean_env, data_root, queue_env):
@@ -104,5 +115,7 @@ def test_behind_a_proxy_links_use_the_forwarded_host(data_root, queue_env):
     app = create_app(ui_config(data_root, TRUSTED_PROXIES=1))
     client = app.test_client()
     log_in(client)
-    html = client.get("/profile", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "ui.example"}).get_data(as_text=True)
+    html = client.get("/profile", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "ui.example"}).get_data(
+        as_text=True
+    )
     assert "https://ui.example/api/jobs" in html

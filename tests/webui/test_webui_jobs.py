@@ -23,18 +23,41 @@ def test_the_list_shows_a_queued_job_with_its_progress_and_links(user_client, qu
 def test_the_polling_endpoint_reports_progress(user_client, queued_job, job_client):
     from worker.state import JobState
 
-    JobState(job_client.redis, queued_job).set_progress({"phase": "training", "epoch": 2, "epochs": 4, "step": 5, "steps": 10,
-                                                         "img_per_s": 123.4, "eta_s": 75, "metrics": {"train_loss": 0.5, "val_f1": 0.7}})
+    JobState(job_client.redis, queued_job).set_progress(
+        {
+            "phase": "training",
+            "epoch": 2,
+            "epochs": 4,
+            "step": 5,
+            "steps": 10,
+            "img_per_s": 123.4,
+            "eta_s": 75,
+            "metrics": {"train_loss": 0.5, "val_f1": 0.7},
+        }
+    )
     job_client.mlflow.update_run(queued_job, status="RUNNING")
     body = user_client.get("/jobs.json").json
     [row] = [j for j in body["jobs"] if j["run_id"] == queued_job]
     assert body["queue_ok"] is True and row["status"] == "RUNNING" and row["label"] == "epoch 2/4"
     assert row["percent"] == pytest.approx(5 + 90 * 1.5 / 4, abs=0.1)
-    assert "123 img/s" in row["detail"] and "ETA 1 min 15 s" in row["detail"] and "loss 0.500" in row["detail"] and "F1 0.700" in row["detail"]
+    assert (
+        "123 img/s" in row["detail"]
+        and "ETA 1 min 15 s" in row["detail"]
+        and "loss 0.500" in row["detail"]
+        and "F1 0.700" in row["detail"]
+    )
 
 
-@pytest.mark.parametrize("query, shown", [("status=SCHEDULED", True), ("status=FINISHED", False), ("type=train", True),
-                                          ("type=predict", False), ("status=BOGUS", True)])
+@pytest.mark.parametrize(
+    "query, shown",
+    [
+        ("status=SCHEDULED", True),
+        ("status=FINISHED", False),
+        ("type=train", True),
+        ("type=predict", False),
+        ("status=BOGUS", True),
+    ],
+)
 def test_filters(user_client, queued_job, query, shown):
     assert (queued_job in user_client.get(f"/jobs?{query}").get_data(as_text=True)) is shown
 
@@ -55,9 +78,16 @@ def test_the_job_page_shows_params_status_and_log(user_client, queued_job, job_c
     assert set(live["curves"]) == {"train_loss", "val_loss", "val_f1", "val_f1_weighted"}
 
 
-@pytest.mark.parametrize("path, status", [("/jobs/nothex", 404), ("/jobs/0123456789abcdef0123456789abcdef", 404),
-                                          ("/jobs/{run}/plots/..%2Fmodel.png", 404), ("/jobs/{run}/plots/secret.png", 404),
-                                          ("/jobs/{run}/plots/learning_curve.png", 404)])
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/jobs/nothex", 404),
+        ("/jobs/0123456789abcdef0123456789abcdef", 404),
+        ("/jobs/{run}/plots/..%2Fmodel.png", 404),
+        ("/jobs/{run}/plots/secret.png", 404),
+        ("/jobs/{run}/plots/learning_curve.png", 404),
+    ],
+)
 def test_unknown_jobs_and_plots_are_404(user_client, queued_job, path, status):
     assert user_client.get(path.format(run=queued_job)).status_code == status
 
@@ -90,8 +120,17 @@ def test_the_list_still_shows_jobs_with_the_queue_down(user_client, queued_job, 
     assert queued_job in html and 'data-role="queue-banner"' in html and 'data-role="queue-banner" hidden' not in html
 
 
-@pytest.mark.parametrize("path", ["/jobs", "/jobs.json", "/models", "/submissions", "/runs/new?from=0123456789abcdef0123456789abcdef",
-                                  "/jobs/0123456789abcdef0123456789abcdef"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/jobs",
+        "/jobs.json",
+        "/models",
+        "/submissions",
+        "/runs/new?from=0123456789abcdef0123456789abcdef",
+        "/jobs/0123456789abcdef0123456789abcdef",
+    ],
+)
 def test_with_mlflow_down_pages_say_so_without_a_traceback(queue_env, data_root, monkeypatch, path):
     from services import free_port
     from ui_helpers import log_in

@@ -14,9 +14,19 @@ def register(name: str, experiment: str, f1: float, threshold: float = 0.4) -> s
         client.create_registered_model(name)
     except Exception:  # noqa: BLE001 - the second version of the same model
         pass
-    mv = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id, tags={
-        "val_f1": str(f1), "val_f1_weighted": str(f1 - 0.01), "threshold": str(threshold), "arch": "resnet18",
-        "image_size": "32", "run_id": run.info.run_id})
+    mv = client.create_model_version(
+        name,
+        f"runs:/{run.info.run_id}/model",
+        run_id=run.info.run_id,
+        tags={
+            "val_f1": str(f1),
+            "val_f1_weighted": str(f1 - 0.01),
+            "threshold": str(threshold),
+            "arch": "resnet18",
+            "image_size": "32",
+            "run_id": run.info.run_id,
+        },
+    )
     return str(mv.version)
 
 
@@ -44,7 +54,9 @@ def test_promote_asks_first_showing_the_champion_and_the_difference(user_client,
     html = user_client.get(f"/models/{model_name}/2/promote").get_data(as_text=True)
     assert "v1" in html and "+0.1100" in html and "Promote v2" in html
     assert MlflowClient().get_model_version_by_alias(model_name, "champion").version == "1"  # a GET changes nothing
-    response = user_client.post(f"/models/{model_name}/2/promote", data={"csrf_token": csrf_token(user_client, "/models")})
+    response = user_client.post(
+        f"/models/{model_name}/2/promote", data={"csrf_token": csrf_token(user_client, "/models")}
+    )
     assert response.status_code == 302
     assert MlflowClient().get_model_version_by_alias(model_name, "champion").version == "2"
     assert "is the champion now (was version 1)" in user_client.get(response.headers["Location"]).get_data(as_text=True)

@@ -16,14 +16,17 @@ def test_every_training_parameter_but_the_data_dir_gets_a_field():
     assert sorted(placed) == sorted(specs)  # each exactly once, in some section
 
 
-@pytest.mark.parametrize("name, kind, default, bounds", [
-    ("epochs", "number", 20, "1 to 1000"),
-    ("learning_rate", "number", 2e-5, "> 0 to 1"),
-    ("arch", "select", "resnet50", ""),
-    ("aug_flip", "checkbox", True, ""),
-    ("early_stopping_patience", "number", None, "1 to 1000"),
-    ("experiment_name", "text", "dataslayer", ""),
-])
+@pytest.mark.parametrize(
+    "name, kind, default, bounds",
+    [
+        ("epochs", "number", 20, "1 to 1000"),
+        ("learning_rate", "number", 2e-5, "> 0 to 1"),
+        ("arch", "select", "resnet50", ""),
+        ("aug_flip", "checkbox", True, ""),
+        ("early_stopping_patience", "number", None, "1 to 1000"),
+        ("experiment_name", "text", "dataslayer", ""),
+    ],
+)
 def test_fields_carry_the_models_kind_default_bounds_and_help(name, kind, default, bounds):
     spec = train_specs()[name]
     assert (spec.kind, spec.default, spec.bounds) == (kind, default, bounds)
@@ -50,8 +53,14 @@ def test_parse_form_sends_what_was_typed_and_the_model_checks_it():
 
 
 def test_errors_land_on_their_fields_and_the_rest_is_general():
-    errors, general = field_errors([{"field": "epochs", "message": "too big"}, {"field": "params", "message": "odd"},
-                                    {"field": "grid.x", "message": "no"}], {"epochs", "grid"})
+    errors, general = field_errors(
+        [
+            {"field": "epochs", "message": "too big"},
+            {"field": "params", "message": "odd"},
+            {"field": "grid.x", "message": "no"},
+        ],
+        {"epochs", "grid"},
+    )
     assert errors == {"epochs": "too big", "grid": "no"} and general == ["odd"]
 
 
@@ -63,18 +72,39 @@ def test_sweep_settings_come_from_sweep_params_and_rows_are_sweepable():
 
 
 def test_sweep_form_parses_lists_choices_switches_and_ranges():
-    form = MultiDict([("grid.learning_rate", "1e-3, 3e-3"), ("grid.arch", "resnet18"), ("grid.arch", "resnet34"),
-                      ("grid.aug_flip", "both"), ("range.epochs.low", "1"), ("range.epochs.high", "3"),
-                      ("sweep.strategy", "random"), ("sweep.samples", "4"), ("sweep.max_concurrent", "1")])
+    form = MultiDict(
+        [
+            ("grid.learning_rate", "1e-3, 3e-3"),
+            ("grid.arch", "resnet18"),
+            ("grid.arch", "resnet34"),
+            ("grid.aug_flip", "both"),
+            ("range.epochs.low", "1"),
+            ("range.epochs.high", "3"),
+            ("sweep.strategy", "random"),
+            ("sweep.samples", "4"),
+            ("sweep.max_concurrent", "1"),
+        ]
+    )
     spec, typed = parse(form)
-    assert spec["grid"] == {"learning_rate": [0.001, 0.003], "arch": ["resnet18", "resnet34"], "aug_flip": [True, False]}
+    assert spec["grid"] == {
+        "learning_rate": [0.001, 0.003],
+        "arch": ["resnet18", "resnet34"],
+        "aug_flip": [True, False],
+    }
     assert spec["ranges"] == {"epochs": {"low": "1", "high": "3", "log": False}}
     assert spec["strategy"] == "random" and spec["samples"] == "4" and spec["promote_best"] is False
     assert typed["grid.learning_rate"] == "1e-3, 3e-3"
 
 
-@pytest.mark.parametrize("field, key", [("grid.learning_rate", "row.learning_rate"), ("ranges.epochs.low", "row.epochs"),
-                                        ("samples", "sweep.samples"), ("epochs", "epochs")])
+@pytest.mark.parametrize(
+    "field, key",
+    [
+        ("grid.learning_rate", "row.learning_rate"),
+        ("ranges.epochs.low", "row.epochs"),
+        ("samples", "sweep.samples"),
+        ("epochs", "epochs"),
+    ],
+)
 def test_sweep_errors_map_to_their_rows(field, key):
     assert error_key(field) == key
 

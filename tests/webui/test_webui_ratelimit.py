@@ -69,8 +69,9 @@ def test_another_address_is_not_affected(app):
     assert log_in(attacker).status_code == 429
     fail(colleague, 2)
     assert log_in(colleague).status_code == 302
-    response = app.test_client().post("/login", data={"username": ADMIN, "password": PASSWORD},
-                                      environ_overrides={"REMOTE_ADDR": "203.0.113.7"})
+    response = app.test_client().post(
+        "/login", data={"username": ADMIN, "password": PASSWORD}, environ_overrides={"REMOTE_ADDR": "203.0.113.7"}
+    )
     assert response.status_code == 429  # the limit is checked before anything else, the CSRF token too
 
 

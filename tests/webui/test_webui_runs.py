@@ -8,14 +8,30 @@ from ui_helpers import csrf_token, runs_in
 
 from mlcore.params import TrainParams
 
-TINY = {"arch": "resnet18", "pretrained": "none", "image_size": "32", "epochs": "1", "batch_size": "8",
-        "learning_rate": "0.001", "device": "cpu", "eval_batch_size": "32", "aug_flip": "on"}
+TINY = {
+    "arch": "resnet18",
+    "pretrained": "none",
+    "image_size": "32",
+    "epochs": "1",
+    "batch_size": "8",
+    "learning_rate": "0.001",
+    "device": "cpu",
+    "eval_batch_size": "32",
+    "aug_flip": "on",
+}
 
 
 def run_form(client, experiment, **changes) -> dict:
     """A complete, valid training form for the tiny dataset; `changes` override fields (None drops one)."""
-    form = {**TINY, "dataset": "demo", "priority": "normal", "experiment_name": experiment,
-            "csrf_token": csrf_token(client, "/runs/new"), "idempotency_key": "k" + "0" * 15, **changes}
+    form = {
+        **TINY,
+        "dataset": "demo",
+        "priority": "normal",
+        "experiment_name": experiment,
+        "csrf_token": csrf_token(client, "/runs/new"),
+        "idempotency_key": "k" + "0" * 15,
+        **changes,
+    }
     return {k: v for k, v in form.items() if v is not None}
 
 
@@ -39,7 +55,9 @@ def test_the_form_has_every_field_with_default_and_help(user_client):
 
 def test_a_preset_fills_the_form(user_client):
     html = user_client.get("/runs/new?preset=quick").get_data(as_text=True)
-    assert re.search(r'name="image_size"[^>]*value="64"', html) and re.search(r'<option value="resnet18" selected', html)
+    assert re.search(r'name="image_size"[^>]*value="64"', html) and re.search(
+        r'<option value="resnet18" selected', html
+    )
 
 
 def test_a_valid_form_queues_one_job_and_opens_its_page(user_client, experiment, redis_server):
@@ -62,25 +80,30 @@ def test_the_same_submit_posted_twice_queues_one_job(user_client, experiment, re
     assert len(runs_in(experiment)) == 1 and queued(redis_server.url) == 1
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("learning_rate", "5", "less than or equal to 1"),
-    ("learning_rate", "-0.1", "greater than 0"),
-    ("learning_rate", "nan", "finite number"),
-    ("batch_size", "0", "greater than or equal to 1"),
-    ("epochs", "many", "valid integer"),
-    ("epochs", "2.5", "valid integer"),
-    ("image_size", "99999", "less than or equal to 1024"),
-    ("arch", "vgg16", "'resnet18', 'resnet34' or 'resnet50'"),
-    ("pretrained", "/etc/passwd", "expected one of imagenet, none"),
-    ("device", "tpu", "expected auto, cpu, cuda or cuda:N"),
-    ("warmup_epochs", "5", "must not exceed epochs"),
-    ("experiment_name", "", "at least 1 character"),
-    ("registered_model_name", "team/model", "letters, digits"),
-    ("priority", "urgent", "expected one of high, normal, low"),
-    ("dataset", "", "choose a dataset"),
-    ("dataset", "nosuch", "no dataset named 'nosuch'"),
-])
-def test_bad_input_shows_the_error_next_to_its_field_and_queues_nothing(user_client, experiment, redis_server, field, value, message):
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("learning_rate", "5", "less than or equal to 1"),
+        ("learning_rate", "-0.1", "greater than 0"),
+        ("learning_rate", "nan", "finite number"),
+        ("batch_size", "0", "greater than or equal to 1"),
+        ("epochs", "many", "valid integer"),
+        ("epochs", "2.5", "valid integer"),
+        ("image_size", "99999", "less than or equal to 1024"),
+        ("arch", "vgg16", "'resnet18', 'resnet34' or 'resnet50'"),
+        ("pretrained", "/etc/passwd", "expected one of imagenet, none"),
+        ("device", "tpu", "expected auto, cpu, cuda or cuda:N"),
+        ("warmup_epochs", "5", "must not exceed epochs"),
+        ("experiment_name", "", "at least 1 character"),
+        ("registered_model_name", "team/model", "letters, digits"),
+        ("priority", "urgent", "expected one of high, normal, low"),
+        ("dataset", "", "choose a dataset"),
+        ("dataset", "nosuch", "no dataset named 'nosuch'"),
+    ],
+)
+def test_bad_input_shows_the_error_next_to_its_field_and_queues_nothing(
+    user_client, experiment, redis_server, field, value, message
+):
     response = user_client.post("/runs/new", data=run_form(user_client, experiment, **{field: value}))
     html = response.get_data(as_text=True)
     assert response.status_code == 400
@@ -90,7 +113,9 @@ def test_bad_input_shows_the_error_next_to_its_field_and_queues_nothing(user_cli
     assert f'value="{value}"' in html or field in ("arch", "pretrained", "priority", "dataset")  # what was typed stays
 
 
-@pytest.mark.parametrize("dataset", ["../demo", "/etc", "demo/../..", "demo/train", "de\x00mo", "..", "escape", "~root"])
+@pytest.mark.parametrize(
+    "dataset", ["../demo", "/etc", "demo/../..", "demo/train", "de\x00mo", "..", "escape", "~root"]
+)
 def test_path_like_datasets_are_refused_with_400_and_nothing_read(user_client, experiment, redis_server, dataset):
     response = user_client.post("/runs/new", data=run_form(user_client, experiment, dataset=dataset))
     assert response.status_code == 400
@@ -121,36 +146,67 @@ def test_run_again_prefills_from_a_job(user_client, experiment):
 
 # -- sweeps ----------------------------------------------------------------------------------
 def sweep_form(client, experiment, **changes) -> dict:
-    form = {**{k: v for k, v in TINY.items()}, "dataset": "demo", "priority": "normal", "experiment_name": experiment,
-            "sweep.strategy": "grid", "sweep.samples": "8", "sweep.seed": "0", "sweep.max_concurrent": "1",
-            "grid.learning_rate": "1e-3, 3e-3", "csrf_token": csrf_token(client, "/sweeps/new"),
-            "idempotency_key": "s" + "0" * 15, **changes}
+    form = {
+        **{k: v for k, v in TINY.items()},
+        "dataset": "demo",
+        "priority": "normal",
+        "experiment_name": experiment,
+        "sweep.strategy": "grid",
+        "sweep.samples": "8",
+        "sweep.seed": "0",
+        "sweep.max_concurrent": "1",
+        "grid.learning_rate": "1e-3, 3e-3",
+        "csrf_token": csrf_token(client, "/sweeps/new"),
+        "idempotency_key": "s" + "0" * 15,
+        **changes,
+    }
     return {k: v for k, v in form.items() if v is not None}
 
 
-@pytest.mark.parametrize("changes, runs", [
-    ({}, 2),
-    ({"grid.batch_size": "8, 16"}, 4),
-    ({"grid.arch": ["resnet18", "resnet34"], "grid.aug_flip": "both"}, 8),
-    ({"sweep.strategy": "random", "sweep.samples": "3", "grid.learning_rate": "", "range.learning_rate.low": "1e-4",
-      "range.learning_rate.high": "1e-2", "range.learning_rate.log": "on"}, 3),
-])
+@pytest.mark.parametrize(
+    "changes, runs",
+    [
+        ({}, 2),
+        ({"grid.batch_size": "8, 16"}, 4),
+        ({"grid.arch": ["resnet18", "resnet34"], "grid.aug_flip": "both"}, 8),
+        (
+            {
+                "sweep.strategy": "random",
+                "sweep.samples": "3",
+                "grid.learning_rate": "",
+                "range.learning_rate.low": "1e-4",
+                "range.learning_rate.high": "1e-2",
+                "range.learning_rate.log": "on",
+            },
+            3,
+        ),
+    ],
+)
 def test_the_preview_counts_the_runs(user_client, experiment, changes, runs):
     response = user_client.post("/sweeps/preview", data=sweep_form(user_client, experiment, **changes))
     assert response.json == {"ok": True, "runs": runs}
     assert runs_in(experiment) == []
 
 
-@pytest.mark.parametrize("changes, field, text", [
-    ({"grid.learning_rate": "1e-3, 7"}, "row.learning_rate", "less than or equal to 1"),
-    ({"grid.batch_size": "8, x"}, "row.batch_size", "valid integer"),
-    ({"grid.learning_rate": "", "range.learning_rate.low": "1e-4", "range.learning_rate.high": "1e-2"}, None, "need strategy"),
-    ({"sweep.strategy": "random", "range.epochs.low": "3", "range.epochs.high": "1"}, "row.epochs", "high must be"),
-    ({"grid.learning_rate": ""}, None, "nothing to sweep"),
-    ({"sweep.max_concurrent": "0"}, "sweep.max_concurrent", "greater than or equal to 1"),
-    ({"epochs": "0"}, "epochs", "greater than or equal to 1"),
-])
-def test_a_bad_sweep_is_refused_naming_its_row_and_nothing_is_queued(user_client, experiment, redis_server, changes, field, text):
+@pytest.mark.parametrize(
+    "changes, field, text",
+    [
+        ({"grid.learning_rate": "1e-3, 7"}, "row.learning_rate", "less than or equal to 1"),
+        ({"grid.batch_size": "8, x"}, "row.batch_size", "valid integer"),
+        (
+            {"grid.learning_rate": "", "range.learning_rate.low": "1e-4", "range.learning_rate.high": "1e-2"},
+            None,
+            "need strategy",
+        ),
+        ({"sweep.strategy": "random", "range.epochs.low": "3", "range.epochs.high": "1"}, "row.epochs", "high must be"),
+        ({"grid.learning_rate": ""}, None, "nothing to sweep"),
+        ({"sweep.max_concurrent": "0"}, "sweep.max_concurrent", "greater than or equal to 1"),
+        ({"epochs": "0"}, "epochs", "greater than or equal to 1"),
+    ],
+)
+def test_a_bad_sweep_is_refused_naming_its_row_and_nothing_is_queued(
+    user_client, experiment, redis_server, changes, field, text
+):
     preview = user_client.post("/sweeps/preview", data=sweep_form(user_client, experiment, **changes)).json
     assert preview["ok"] is False and preview["error"]
     response = user_client.post("/sweeps/new", data=sweep_form(user_client, experiment, **changes))
@@ -172,7 +228,9 @@ def test_a_sweep_queues_a_parent_and_its_children(user_client, experiment, redis
     assert sorted(c.data.params["learning_rate"] for c in children) == ["0.001", "0.003"]
     assert {c.data.params["epochs"] for c in children} == {"1"}
     parent = next(r for r in runs if r.info.run_id == parent_id)
-    assert parent.data.tags["dataslayer.promote_best"] == "true" and parent.data.tags["dataslayer.max_concurrent"] == "1"
+    assert (
+        parent.data.tags["dataslayer.promote_best"] == "true" and parent.data.tags["dataslayer.max_concurrent"] == "1"
+    )
     html = user_client.get(f"/jobs/{parent_id}").get_data(as_text=True)
     assert "Runs of this sweep" in html and "compare-runs" in html and "learning_rate=0.001" in html
 

@@ -8,8 +8,15 @@ from ui_helpers import csrf_token, runs_in
 
 
 def predict_form(client, **changes) -> dict:
-    form = {"dataset": "demo", "model_version": "champion", "threshold": "", "priority": "high",
-            "csrf_token": csrf_token(client, "/submissions"), "idempotency_key": "p" + "0" * 15, **changes}
+    form = {
+        "dataset": "demo",
+        "model_version": "champion",
+        "threshold": "",
+        "priority": "high",
+        "csrf_token": csrf_token(client, "/submissions"),
+        "idempotency_key": "p" + "0" * 15,
+        **changes,
+    }
     return {k: v for k, v in form.items() if v is not None}
 
 
@@ -34,14 +41,17 @@ def test_generate_queues_one_prediction_with_the_champion(user_client, job_clien
     assert job.run_id in user_client.get("/submissions").get_data(as_text=True)
 
 
-@pytest.mark.parametrize("changes, field, message", [
-    ({"model_version": "3"}, None, None),
-    ({"model_version": "latest; rm"}, "model_version", "version number"),
-    ({"threshold": "1.5"}, "threshold", "less than or equal to 1"),
-    ({"threshold": "nan"}, "threshold", "finite"),
-    ({"dataset": "nosuch"}, "dataset", "no dataset named"),
-    ({"priority": "now"}, "priority", "expected one of"),
-])
+@pytest.mark.parametrize(
+    "changes, field, message",
+    [
+        ({"model_version": "3"}, None, None),
+        ({"model_version": "latest; rm"}, "model_version", "version number"),
+        ({"threshold": "1.5"}, "threshold", "less than or equal to 1"),
+        ({"threshold": "nan"}, "threshold", "finite"),
+        ({"dataset": "nosuch"}, "dataset", "no dataset named"),
+        ({"priority": "now"}, "priority", "expected one of"),
+    ],
+)
 def test_choices_and_bad_input(user_client, job_client, model_name, changes, field, message):
     before = {j.run_id for j in predictions(job_client)}
     response = user_client.post("/submissions", data=predict_form(user_client, **changes))
@@ -64,8 +74,9 @@ def test_path_like_test_datasets_are_400(user_client, job_client, dataset):
 def finished_prediction(experiment: str, tmp_path) -> str:
     """A prediction run as the worker leaves it: submission/ artifacts, metrics, the model version tag."""
     client = MlflowClient()
-    run = client.create_run(client.create_experiment(experiment), tags={"dataslayer.job_type": "predict",
-                                                                        "dataslayer.model_version": "4"})
+    run = client.create_run(
+        client.create_experiment(experiment), tags={"dataslayer.job_type": "predict", "dataslayer.model_version": "4"}
+    )
     run_id = run.info.run_id
     (tmp_path / "submission.csv").write_text("id,label\na.jpg,1\nb.jpg,0\n")
     (tmp_path / "submission_probabilities.csv").write_text("id,probability,label,error\na.jpg,0.9,1,\nb.jpg,0.1,0,\n")
@@ -98,7 +109,8 @@ def test_only_the_two_files_can_be_downloaded(user_client, experiment, tmp_path,
 
 
 def test_an_unfinished_prediction_has_nothing_to_download(user_client, job_client, experiment, data_root):
-    run_id = job_client.submit_predict({"data_dir": str(data_root / "demo"), "model_uri": "models:/x@champion",
-                                        "experiment_name": experiment})
+    run_id = job_client.submit_predict(
+        {"data_dir": str(data_root / "demo"), "model_uri": "models:/x@champion", "experiment_name": experiment}
+    )
     assert user_client.get(f"/submissions/{run_id}/submission.csv").status_code == 409
     assert len(runs_in(experiment)) == 1

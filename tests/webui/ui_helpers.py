@@ -11,14 +11,29 @@ ADMIN, PASSWORD = "admin", "correct horse battery staple"
 API_TOKEN = "tok-ana-0123456789abcdef"
 SECRET = "test-secret-key-0123456789abcdef"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def ui_config(data_root: Path, **extra) -> dict:
     """A test configuration: a fixed key, the admin, one API token."""
-    return {"TESTING": True, "SECRET_KEY": SECRET, "ADMIN_USER": ADMIN, "ADMIN_PASSWORD": PASSWORD,
-            "API_TOKENS": f"ana:{API_TOKEN}", "DATA_ROOT": data_root, **extra}
+    return {
+        "TESTING": True,
+        "SECRET_KEY": SECRET,
+        "ADMIN_USER": ADMIN,
+        "ADMIN_PASSWORD": PASSWORD,
+        "API_TOKENS": f"ana:{API_TOKEN}",
+        "DATA_ROOT": data_root,
+        **extra,
+    }
 
 
 def csrf_token(client, path: str = "/login") -> str:

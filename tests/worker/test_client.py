@@ -26,7 +26,9 @@ def _runs(experiment: str) -> list:
 
 
 def test_submit_creates_a_scheduled_run_and_one_json_message(job_client, tiny_train_values, redis_server):
-    run_id = job_client.submit_train({**tiny_train_values, "experiment_name": "submit"}, priority="high", submitted_by="ana")
+    run_id = job_client.submit_train(
+        {**tiny_train_values, "experiment_name": "submit"}, priority="high", submitted_by="ana"
+    )
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "SCHEDULED"
     assert run.data.tags["dataslayer.job_type"] == "train" and run.data.tags["dataslayer.priority"] == "high"
@@ -39,14 +41,19 @@ def test_submit_creates_a_scheduled_run_and_one_json_message(job_client, tiny_tr
     assert job.status == "SCHEDULED" and not job.done and job.submitted_by == "ana"
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"batch_size": 0}, "batch_size"),
-    ({"learning_rate": float("nan")}, "learning_rate"),
-    ({"epochs": "many"}, "epochs"),
-    ({"arch": "vgg16"}, "arch"),
-    ({"data_dir": "/no/such/data"}, "data_dir"),
-])
-def test_bad_parameters_are_refused_naming_the_field_and_nothing_is_created(job_client, tiny_train_values, redis_server, change, field):
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"epochs": "many"}, "epochs"),
+        ({"arch": "vgg16"}, "arch"),
+        ({"data_dir": "/no/such/data"}, "data_dir"),
+    ],
+)
+def test_bad_parameters_are_refused_naming_the_field_and_nothing_is_created(
+    job_client, tiny_train_values, redis_server, change, field
+):
     with pytest.raises(ParamsError) as info:
         job_client.submit_train({**tiny_train_values, "experiment_name": "refused", **change})
     assert info.value.field == field
@@ -81,20 +88,33 @@ def test_cancelling_a_queued_job_ends_it_before_it_starts(job_client, tiny_train
     assert job_client.cancel(run_id)["cancelled"] is False  # already ended
 
 
-def test_a_sweep_creates_a_parent_and_children_and_queues_only_the_scheduler(job_client, tiny_train_values, redis_server):
-    parent = job_client.submit_sweep({"base": {**tiny_train_values, "experiment_name": "sweep-submit"},
-                                      "grid": {"learning_rate": [1e-3, 1e-2], "batch_size": [8, 16]}, "max_concurrent": 2})
+def test_a_sweep_creates_a_parent_and_children_and_queues_only_the_scheduler(
+    job_client, tiny_train_values, redis_server
+):
+    parent = job_client.submit_sweep(
+        {
+            "base": {**tiny_train_values, "experiment_name": "sweep-submit"},
+            "grid": {"learning_rate": [1e-3, 1e-2], "batch_size": [8, 16]},
+            "max_concurrent": 2,
+        }
+    )
     children = job_client.list_jobs(sweep=parent)
     assert len(children) == 4 and all(c.status == "SCHEDULED" for c in children)
     assert sorted((c.params["learning_rate"], c.params["batch_size"]) for c in children) == [
-        ("0.001", "16"), ("0.001", "8"), ("0.01", "16"), ("0.01", "8")]
+        ("0.001", "16"),
+        ("0.001", "8"),
+        ("0.01", "16"),
+        ("0.01", "8"),
+    ]
     assert [m["headers"]["task"] for m in _queued(redis_server.url)] == ["dataslayer.sweep"]
     assert job_client.job(parent).job_type == "sweep"
 
 
 def test_list_jobs_filters_by_status_and_type(job_client, tiny_train_values, demo_root):
     a = job_client.submit_train({**tiny_train_values, "experiment_name": "listing"})
-    b = job_client.submit_predict({"data_dir": str(demo_root), "model_uri": "models:/x@champion", "experiment_name": "listing"})
+    b = job_client.submit_predict(
+        {"data_dir": str(demo_root), "model_uri": "models:/x@champion", "experiment_name": "listing"}
+    )
     job_client.cancel(a)
     assert a in {j.run_id for j in job_client.list_jobs(status="KILLED")}
     predictions = job_client.list_jobs(job_type="predict")

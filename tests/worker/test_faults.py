@@ -73,8 +73,14 @@ def test_the_pool_child_killed_on_every_attempt_fails_the_job_and_the_next_job_r
     doomed = job_client.submit_train({**tiny_job, "epochs": 200})
     nxt = job_client.submit_train(tiny_job)
     for attempt in (1, 2):
-        wait_until(lambda a=attempt: (p := job_client.job(doomed).progress or {}).get("attempt") == a
-                   and p.get("phase") == "training", 240, 0.3, f"attempt {attempt} to train")
+        wait_until(
+            lambda a=attempt: (
+                (p := job_client.job(doomed).progress or {}).get("attempt") == a and p.get("phase") == "training"
+            ),
+            240,
+            0.3,
+            f"attempt {attempt} to train",
+        )
         for child in psutil.Process(w1.proc.pid).children():
             if "reconciler" not in " ".join(child.cmdline()):
                 child.kill()  # the pool child running the job, never the worker itself
@@ -108,7 +114,9 @@ def test_a_worker_started_before_redis_waits_for_it(job_client, start_worker, ti
     assert job_client.wait(run_id, timeout=240).status == "FINISHED"
 
 
-def test_stopping_the_tracking_server_mid_job_does_not_kill_it(job_client, start_worker, tiny_job, tmp_path, queue_env, monkeypatch):
+def test_stopping_the_tracking_server_mid_job_does_not_kill_it(
+    job_client, start_worker, tiny_job, tmp_path, queue_env, monkeypatch
+):
     server = MlflowServer(tmp_path / "own-mlflow")
     server.start()
     try:

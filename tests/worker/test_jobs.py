@@ -24,8 +24,14 @@ def test_a_queued_training_job_finishes_with_a_registered_version(job_client, st
 
 def test_a_sweep_of_4_runs_4_children_and_ends_the_parent_with_the_best(job_client, start_worker, tiny_job):
     start_worker("w1")
-    parent = job_client.submit_sweep({"base": tiny_job, "grid": {"learning_rate": [1e-3, 3e-3], "batch_size": [8, 16]},
-                                      "max_concurrent": 2, "promote_best": True})
+    parent = job_client.submit_sweep(
+        {
+            "base": tiny_job,
+            "grid": {"learning_rate": [1e-3, 3e-3], "batch_size": [8, 16]},
+            "max_concurrent": 2,
+            "promote_best": True,
+        }
+    )
     job = job_client.wait(parent, timeout=420)
     assert job.status == "FINISHED", job.failure
     children = job_client.list_jobs(sweep=parent)
@@ -41,7 +47,9 @@ def test_a_sweep_of_4_runs_4_children_and_ends_the_parent_with_the_best(job_clie
 def test_cancel_a_running_job_stops_it_within_seconds(job_client, start_worker, tiny_job):
     start_worker("w1")
     run_id = job_client.submit_train({**tiny_job, "epochs": 200})
-    wait_until(lambda: (job_client.job(run_id).progress or {}).get("phase") == "training", 180, what="training to start")
+    wait_until(
+        lambda: (job_client.job(run_id).progress or {}).get("phase") == "training", 180, what="training to start"
+    )
     job_client.cancel(run_id)
     job = job_client.wait(run_id, timeout=30)
     assert job.status == "KILLED" and job.failure == "cancelled"
@@ -61,7 +69,9 @@ def test_a_cancelled_queued_job_never_starts_even_after_a_worker_restart(job_cli
     assert job.status == "KILLED" and "dataslayer.attempt" not in job.tags  # it never started
 
 
-def test_a_pickled_message_is_refused_and_the_queue_keeps_draining(job_client, start_worker, tiny_job, queue_env, tmp_path):
+def test_a_pickled_message_is_refused_and_the_queue_keeps_draining(
+    job_client, start_worker, tiny_job, queue_env, tmp_path
+):
     marker = tmp_path / "pwned"
 
     class Exploit:
@@ -69,10 +79,25 @@ def test_a_pickled_message_is_refused_and_the_queue_keeps_draining(job_client, s
             return (open, (str(marker), "w"))
 
     body = base64.b64encode(pickle.dumps(((Exploit(),), {}, {}))).decode()
-    message = {"body": body, "content-encoding": "binary", "content-type": "application/x-python-serialize",
-               "headers": {"lang": "py", "task": "dataslayer.train", "id": str(uuid.uuid4()), "argsrepr": "", "kwargsrepr": ""},
-               "properties": {"delivery_tag": str(uuid.uuid4()), "delivery_mode": 2, "priority": 0, "body_encoding": "base64",
-                              "delivery_info": {"exchange": "", "routing_key": "dataslayer"}}}
+    message = {
+        "body": body,
+        "content-encoding": "binary",
+        "content-type": "application/x-python-serialize",
+        "headers": {
+            "lang": "py",
+            "task": "dataslayer.train",
+            "id": str(uuid.uuid4()),
+            "argsrepr": "",
+            "kwargsrepr": "",
+        },
+        "properties": {
+            "delivery_tag": str(uuid.uuid4()),
+            "delivery_mode": 2,
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_info": {"exchange": "", "routing_key": "dataslayer"},
+        },
+    }
     redis.Redis.from_url(queue_env["REDIS_URL"]).lpush("dataslayer", json.dumps(message))
     run_id = job_client.submit_train(tiny_job)
     start_worker("w1")

@@ -1,4 +1,4 @@
-"""RELIABILITY.md's fault case 12 against real processes: out of memory inside a job fails it clearly; the next job runs.
+"""Fault case 12 against real processes: out of memory inside a job fails it clearly; the next job runs.
 
 The worker caps each job's memory (DATASLAYER_JOB_MEMORY_MB: RLIMIT_DATA in the job's process), so
 the job runs out long before the host does and the kernel's OOM killer never comes into it.
