@@ -1,4 +1,4 @@
-"""`python -m mlcore` runs the dataslayer command."""
+"""`python -m mlcore`: the in-process dataslayer commands (the full command tree is `python -m worker`)."""
 
 from mlcore.cli import main
 

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -67,7 +67,6 @@ class ImageCache:
     location: str  # "cuda", "pinned", "memory" or "disk"
     source: str  # "decoded" or "disk cache"
     seconds: float
-    stats: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -155,18 +154,10 @@ def _cache_paths(cache_dir: Path, key: str, size: int) -> tuple[Path, Path]:
     return stem.with_suffix(".npy"), stem.with_suffix(".json")
 
 
-def decode_images(
-    paths: Sequence[str | os.PathLike],
-    size: int,
-    *,
-    device: torch.device | str = "cpu",
-    key: str | None = None,
-    cache_dir: Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
+def _load_or_decode(
+    paths: list[Path], size: int, device: torch.device, key: str | None, cache_dir: Path | None, progress
 ) -> tuple[np.ndarray, dict[int, str], str]:
     """Decode paths to an (N, S, S, 3) uint8 array, reusing or writing the on-disk cache when `key` is given."""
-    device = torch.device(device)
-    paths = [Path(p) for p in paths]
     report = (lambda done: progress(done, len(paths))) if progress else None
     if key is None or cache_dir is None:
         out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
@@ -205,7 +196,7 @@ def build_image_cache(
     """Decode (or load) the images and place them on the device, in pinned memory or on disk."""
     t0 = time.perf_counter()
     device = torch.device(device)
-    arr, bad, source = decode_images(paths, size, device=device, key=key, cache_dir=cache_dir, progress=progress)
+    arr, bad, source = _load_or_decode([Path(p) for p in paths], size, device, key, cache_dir, progress)
     nbytes = arr.nbytes
     if device.type == "cuda" and nbytes <= gpu_budget_bytes(device):
         images, location = torch.from_numpy(np.ascontiguousarray(arr)).to(device), "cuda"
@@ -217,9 +208,7 @@ def build_image_cache(
     else:
         images, location = torch.from_numpy(arr), "disk"  # memory-mapped, read per batch
     images = images.permute(0, 3, 1, 2)  # NHWC storage seen as NCHW = channels_last
-    seconds = time.perf_counter() - t0
-    stats = {"images": len(paths), "bytes": nbytes, "img_per_s": len(paths) / seconds if seconds else 0.0}
-    return ImageCache(images, bad, location, source, seconds, stats)
+    return ImageCache(images, bad, location, source, time.perf_counter() - t0)
 
 
 def iterate_batches(

@@ -1,4 +1,4 @@
-"""The `dataslayer` command's in-process commands: demo-data, train, predict, promote, models, bench.
+"""The in-process commands of `dataslayer`: demo-data, train, predict, promote, models, bench, demo.
 
 Each command validates its parameters into the job's pydantic model before any work, shows
 progress bars on stderr, and prints a one-line JSON summary as its last line on stdout. Bad input
@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from mlcore.errors import USER_ERRORS, ParamsError
+from mlcore.names import CHAMPION, DEFAULT_MODEL_NAME, Tag
 from mlcore.params import PRESETS, PredictParams, TrainParams, build, train_params
 
 # Flags whose names differ from their fields.
@@ -130,7 +131,7 @@ class ProgressBars:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="dataslayer")
 def cli():
-    """Fall detection for the Dataslayer competition: train, track in MLflow, predict, submit."""
+    """Fall detection for the Dataslayer competition, in-process commands (`dataslayer` adds queue and stack)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
@@ -176,6 +177,7 @@ def demo_data(out, subjects, images_per_class, test_images, seed, overwrite):
 @handle_errors
 def train(preset, checkpoint_dir, **values):
     """Train a model, log everything to MLflow and register the best epoch's model."""
+    from mlcore.cache import default_cache_dir
     from mlcore.hooks import JobHooks
     from mlcore.tracking import MlflowTracker
     from mlcore.train import run_training
@@ -184,10 +186,14 @@ def train(preset, checkpoint_dir, **values):
     bars = ProgressBars()
     try:
         with MlflowTracker(
-            experiment=params.experiment_name, tags={"dataslayer.job_type": "train", "dataslayer.preset": preset or ""}
+            experiment=params.experiment_name, tags={Tag.JOB_TYPE: "train", Tag.PRESET: preset or ""}
         ) as tracker:
             summary = run_training(
-                params, tracker=tracker, hooks=JobHooks(progress=bars), checkpoint_dir=checkpoint_dir
+                params,
+                tracker=tracker,
+                hooks=JobHooks(progress=bars),
+                checkpoint_dir=checkpoint_dir,
+                cache_dir=default_cache_dir(),
             )
     finally:
         bars.close()
@@ -199,57 +205,62 @@ def train(preset, checkpoint_dir, **values):
 @handle_errors
 def predict(**values):
     """Predict a test folder with a registered model and write submission.csv (id,label)."""
+    from mlcore.cache import default_cache_dir
     from mlcore.hooks import JobHooks
     from mlcore.predict import run_prediction
-    from mlcore.tracking import MlflowTracker, load_model
+    from mlcore.registry import Registry
+    from mlcore.tracking import MlflowTracker
 
     params = build(PredictParams, {k: v for k, v in values.items() if v is not None})
-    model, info = load_model(params.model_uri)
+    model, info = Registry().load(params.model_uri)
     bars = ProgressBars()
     tags = {
-        "dataslayer.job_type": "predict",
-        "dataslayer.model_uri": params.model_uri,
-        "dataslayer.model_name": str(info["name"]),
-        "dataslayer.model_version": str(info["version"]),
+        Tag.JOB_TYPE: "predict",
+        Tag.MODEL_URI: params.model_uri,
+        Tag.MODEL_NAME: str(info["name"]),
+        Tag.MODEL_VERSION: str(info["version"]),
     }
     try:
         with MlflowTracker(experiment=params.experiment_name, tags=tags) as tracker:
-            summary = run_prediction(params, model, info, tracker=tracker, hooks=JobHooks(progress=bars))
+            summary = run_prediction(
+                params, model, info, tracker=tracker, hooks=JobHooks(progress=bars), cache_dir=default_cache_dir()
+            )
     finally:
         bars.close()
     emit(summary)
 
 
 @cli.command()
-@click.option("--model", "name", default="fall-detector", show_default=True, help="registered model name")
+@click.option("--model", "name", default=DEFAULT_MODEL_NAME, show_default=True, help="registered model name")
 @click.option("--version", required=True, help="version to promote")
-@click.option("--alias", default="champion", show_default=True, help="alias to point at the version")
+@click.option("--alias", default=CHAMPION, show_default=True, help="alias to point at the version")
 @handle_errors
 def promote(name, version, alias):
     """Point an alias (champion by default) at a registered model version."""
-    from mlcore.tracking import promote as set_alias
+    from mlcore.registry import Registry
 
-    emit(set_alias(name, version, alias))
+    emit(Registry().promote(name, version, alias))
 
 
 @cli.command()
-@click.option("--model", "name", default="fall-detector", show_default=True, help="registered model name")
+@click.option("--model", "name", default=DEFAULT_MODEL_NAME, show_default=True, help="registered model name")
 @handle_errors
 def models(name):
     """List the versions of a registered model with aliases, validation F1 and threshold."""
-    from mlcore.tracking import list_versions
+    from mlcore.registry import Registry
 
-    rows = list_versions(name)
+    rows = Registry().versions(name)
     for r in rows:
+        threshold = f"{float(r['threshold']):.4f}" if r["threshold"] else "-"
         click.echo(
             f"v{r['version']:<4} {','.join(r['aliases']) or '-':<12} val_f1 {r['val_f1'] or '-':<10} "
-            f"threshold {r['threshold'] or '-':<10} {r['arch'] or '-'}@{r['image_size'] or '-'}px run {r['run_id']}"
+            f"threshold {threshold:<10} {r['arch'] or '-'}@{r['image_size'] or '-'}px run {r['run_id']}"
         )
     emit(
         {
             "model_name": name,
             "versions": len(rows),
-            "champion": next((r["version"] for r in rows if "champion" in r["aliases"]), None),
+            "champion": next((r["version"] for r in rows if CHAMPION in r["aliases"]), None),
         }
     )
 
@@ -274,10 +285,12 @@ def demo(out, epochs):
     """Generate demo data, train the quick preset, promote it, predict the test set and score it."""
     import os
 
+    from mlcore.cache import default_cache_dir
     from mlcore.demo_data import generate_demo_dataset
     from mlcore.hooks import JobHooks
     from mlcore.predict import run_prediction
-    from mlcore.tracking import MlflowTracker, load_model, promote
+    from mlcore.registry import Registry
+    from mlcore.tracking import MlflowTracker
     from mlcore.train import run_training
 
     out = out.resolve()
@@ -293,25 +306,30 @@ def demo(out, epochs):
         with MlflowTracker(
             experiment=params.experiment_name,
             run_name="demo-quick",
-            tags={"dataslayer.job_type": "train", "dataslayer.preset": "quick"},
+            tags={Tag.JOB_TYPE: "train", Tag.PRESET: "quick"},
         ) as tracker:
-            trained = run_training(params, tracker=tracker, hooks=JobHooks(progress=bars))
-        promote(params.registered_model_name, trained["model_version"])
+            trained = run_training(
+                params, tracker=tracker, hooks=JobHooks(progress=bars), cache_dir=default_cache_dir()
+            )
+        registry = Registry()
+        registry.promote(params.registered_model_name, trained["model_version"])
         pred = build(
             PredictParams,
             {
                 "data_dir": str(out),
-                "model_uri": f"models:/{params.registered_model_name}@champion",
+                "model_uri": f"models:/{params.registered_model_name}@{CHAMPION}",
                 "output": str(out / "submission.csv"),
             },
         )
-        model, info = load_model(pred.model_uri)
+        model, info = registry.load(pred.model_uri)
         with MlflowTracker(
             experiment=params.experiment_name,
             run_name="demo-submission",
-            tags={"dataslayer.job_type": "predict", "dataslayer.model_version": info["version"]},
+            tags={Tag.JOB_TYPE: "predict", Tag.MODEL_VERSION: info["version"]},
         ) as tracker:
-            predicted = run_prediction(pred, model, info, tracker=tracker, hooks=JobHooks(progress=bars))
+            predicted = run_prediction(
+                pred, model, info, tracker=tracker, hooks=JobHooks(progress=bars), cache_dir=default_cache_dir()
+            )
     finally:
         bars.close()
     test_f1 = _score_against(out / "test_labels.csv", Path(predicted["submission"]))

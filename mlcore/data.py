@@ -36,10 +36,6 @@ class Dataset:
     samples: list[Sample]
     sizes: list[int] = field(repr=False)
 
-    def path(self, i: int) -> Path:
-        """Absolute path of sample i."""
-        return self.root / self.samples[i].rel
-
     @property
     def paths(self) -> list[Path]:
         """Absolute paths of all samples."""

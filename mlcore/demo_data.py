@@ -34,7 +34,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-CLASSES = ("fall", "non_fall")
+from mlcore.data import CLASSES
+
+# The order classes are drawn in (fall first): kept, so the same seed still writes the same bytes.
+_DRAW_ORDER = tuple(reversed(CLASSES))
 _MARGIN = 0.1  # canvas border (fraction of the longer side) so shake never shows an empty corner
 # Trousers come in few colours (denim, black, grey, khaki, brown), unlike shirts.
 _PANTS = ((40, 60, 110), (60, 85, 140), (30, 30, 35), (90, 90, 95), (160, 145, 110), (90, 65, 45))
@@ -362,7 +365,7 @@ def generate_demo_dataset(
 
     for s, name in enumerate(names):
         style = _subject_style(seed, s)
-        for ci, label in enumerate(CLASSES):
+        for ci, label in enumerate(_DRAW_ORDER):
             for k in range(images_per_class):
                 clip, frame = divmod(k, frames_per_clip)
                 folder = out / "train" / name / label / f"clip-{clip:0{clip_digits}d}"
@@ -377,7 +380,7 @@ def generate_demo_dataset(
     order = np.random.default_rng([seed, 3]).permutation(test_images)
     width, rows = max(4, len(str(test_images))), []
     for i in range(test_images):
-        label, name = CLASSES[int(order[i]) % 2], f"img_{i + 1:0{width}d}.jpg"
+        label, name = _DRAW_ORDER[int(order[i]) % 2], f"img_{i + 1:0{width}d}.jpg"
         img = render_scene(
             label, _subject_style(seed, subjects + i), [seed, 7, i], [seed, 4, i], int(order[i]) % frames_per_clip, size
         )
@@ -392,7 +395,7 @@ def generate_demo_dataset(
         "train": subjects * 2 * images_per_class,
         "test": test_images,
         "subjects": names,
-        "per_class": {c: subjects * images_per_class for c in CLASSES},
+        "per_class": {c: subjects * images_per_class for c in _DRAW_ORDER},
         "path": str(out),
     }
 
@@ -406,7 +409,7 @@ def write_jpeg_frames(
     paths = []
     for i in range(n):
         img = render_scene(
-            CLASSES[i % 2], _subject_style(seed, 10_000 + i // 8), [seed, 8, i // 16], [seed, 5, i], i % 8, size
+            _DRAW_ORDER[i % 2], _subject_style(seed, 10_000 + i // 8), [seed, 8, i // 16], [seed, 5, i], i % 8, size
         )
         paths.append(out_dir / f"frame-{i:05d}.jpg")
         _save(img, paths[-1], [seed, 5, i, 7])

@@ -88,10 +88,6 @@ class Progress:
         """Report a phase change (decoding, training, evaluating, logging, done)."""
         self.hooks.progress({"phase": phase, "epoch": self.epoch, "epochs": self.epochs, **extra})
 
-    def decoding(self, done: int, total: int) -> None:
-        """Report decoding progress."""
-        self.hooks.progress({"phase": "decoding", "done": done, "total": total})
-
     def step(self, event: Event) -> None:
         """Report a training step within the current epoch, with images/s and ETA."""
         if event["seconds"] > 0:

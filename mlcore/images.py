@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
@@ -96,9 +95,3 @@ def decode_into(
             if progress is not None and (n % 64 == 0 or n == len(paths)):
                 progress(n)
     return bad
-
-
-def describe(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
-    """A path as shown in reports: relative to root when given."""
-    p = Path(path)
-    return p.relative_to(root).as_posix() if root is not None else p.name

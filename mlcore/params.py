@@ -15,9 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from mlcore.errors import ParamsError
-
-ARCHS = ("resnet18", "resnet34", "resnet50")
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+from mlcore.names import CHAMPION, DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME, MODEL_NAME_RE, SELECTION_METRIC
 
 
 class _Params(BaseModel):
@@ -85,7 +83,7 @@ class TrainParams(_Params):
     )
     warmup_epochs: float = Field(0.0, ge=0, le=100, description="linear learning-rate warm-up, in epochs")
     early_stopping_patience: int | None = Field(
-        None, ge=1, le=1000, description="stop after this many epochs without a better val_f1_weighted"
+        None, ge=1, le=1000, description=f"stop after this many epochs without a better {SELECTION_METRIC}"
     )
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile: auto = on for long CUDA jobs, off on CPU"
@@ -94,8 +92,8 @@ class TrainParams(_Params):
         256, ge=1, le=8192, description="images per evaluation batch (does not change results)"
     )
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
-    experiment_name: str = Field("dataslayer", min_length=1, max_length=200, description="MLflow experiment")
-    registered_model_name: str = Field("fall-detector", description="registered model that receives the best model")
+    experiment_name: str = Field(DEFAULT_EXPERIMENT, min_length=1, max_length=200, description="MLflow experiment")
+    registered_model_name: str = Field(DEFAULT_MODEL_NAME, description="registered model that receives the best model")
 
     @field_validator("data_dir")
     @classmethod
@@ -126,14 +124,6 @@ class TrainParams(_Params):
         if epochs is not None and v > epochs:
             raise ValueError(f"must not exceed epochs ({epochs})")
         return v
-
-    @property
-    def use_augment(self) -> bool:
-        """Whether any augmentation is switched on."""
-        return self.aug_flip or any(
-            v > 0
-            for v in (self.aug_rotation, self.aug_brightness, self.aug_contrast, self.aug_saturation, self.aug_hue)
-        )
 
 
 # Presets fill in values the caller did not give. `seed` is the notebook exactly.
@@ -198,7 +188,8 @@ class PredictParams(_Params):
 
     data_dir: Path = Field(description="flat folder of test images, or a dataset root holding test/")
     model_uri: str = Field(
-        "models:/fall-detector@champion", description="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH"
+        f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}",
+        description="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH",
     )
     threshold: float | None = Field(
         None, ge=0, le=1, description="decision threshold; default: the model version's tuned threshold"
@@ -208,7 +199,7 @@ class PredictParams(_Params):
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Precision = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU")
     experiment_name: str = Field(
-        "dataslayer", min_length=1, max_length=200, description="MLflow experiment of the prediction run"
+        DEFAULT_EXPERIMENT, min_length=1, max_length=200, description="MLflow experiment of the prediction run"
     )
 
     @field_validator("data_dir")

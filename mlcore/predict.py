@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlcore.cache import build_image_cache, default_cache_dir
+from mlcore.cache import build_image_cache
 from mlcore.data import list_test_images
 from mlcore.engine import Runtime, make_runtime, out_of_memory, predict_logits, prepare_model, select_device
 from mlcore.hooks import JobHooks, NullTracker, Tracker
@@ -73,9 +73,15 @@ def run_prediction(
     *,
     tracker: Tracker | None = None,
     hooks: JobHooks | None = None,
-    cache_dir: str | Path | None = "default",
+    cache_dir: str | Path | None = None,
 ) -> dict:
-    """Predict every test image with `model` (built from `info`: image_size, threshold); write the submission."""
+    """Predict every test image with `model` (built from `info`: image_size, threshold); write the submission.
+
+    `cache_dir` keeps the decoded test images on disk for the next prediction (None: in memory only).
+    """
+    if params.threshold is None and info.get("threshold") is None:
+        # A silent 0.5 would hide that the model's tuned threshold is unknown (a runs:/ URI without one).
+        raise LookupError(f"{params.model_uri} carries no tuned threshold: give one with --threshold")
     runtime = make_runtime(select_device(params.device), params.precision)
     size = int(info["image_size"])
     # The model fixes image_size: only batch_size is the user's to lower.
@@ -97,7 +103,7 @@ def _predict(
         size,
         device=device,
         key=_files_key(files),
-        cache_dir=default_cache_dir() if cache_dir == "default" else cache_dir,
+        cache_dir=cache_dir,
         progress=lambda done, total: hooks.progress({"phase": "decoding", "done": done, "total": total}),
     )
     hooks.progress({"phase": "predicting", "done": 0, "total": len(files)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import tempfile
 import time
 import traceback
 import warnings
@@ -29,10 +30,10 @@ from mlflow.types import Schema, TensorSpec
 import mlcore
 from mlcore import plots
 from mlcore.errors import Cancelled, Suspended
+from mlcore.names import BEST_SELECTION_METRIC, DEFAULT_EXPERIMENT, SELECTION_METRIC, Tag
 
 log = logging.getLogger(__name__)
 END_GRACE_S = float(os.environ.get("DATASLAYER_TRACKING_GRACE_S", 600))
-TAG_PREFIX = "dataslayer."
 
 
 def _git_commit() -> str | None:
@@ -47,7 +48,7 @@ def _git_commit() -> str | None:
 
 def base_tags() -> dict[str, str]:
     """Tags every run carries: project version and git commit where known."""
-    tags = {TAG_PREFIX + "version": mlcore.__version__}
+    tags = {Tag.VERSION: mlcore.__version__}
     commit = _git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -60,7 +61,7 @@ class MlflowTracker:
     def __init__(
         self,
         *,
-        experiment: str = "dataslayer",
+        experiment: str = DEFAULT_EXPERIMENT,
         run_id: str | None = None,
         run_name: str | None = None,
         parent_run_id: str | None = None,
@@ -85,7 +86,7 @@ class MlflowTracker:
         else:
             run = self.client.get_run(self.run_id)
             self._has_params = bool(run.data.params)
-            self._logged_steps = {m.step for m in self.client.get_metric_history(self.run_id, "val_f1_weighted")}
+            self._logged_steps = {m.step for m in self.client.get_metric_history(self.run_id, SELECTION_METRIC)}
         run = mlflow.start_run(
             run_id=self.run_id,
             run_name=self.run_name,
@@ -108,13 +109,13 @@ class MlflowTracker:
         if exc_type is not None:
             status = "KILLED" if issubclass(exc_type, (Cancelled, KeyboardInterrupt, SystemExit)) else "FAILED"
             reason = "cancelled" if status == "KILLED" else f"{exc_type.__name__}: {exc}"
-            self._retry(lambda: self.client.set_tag(self.run_id, TAG_PREFIX + "failure", reason[:5000]))
+            self._retry(lambda: self.client.set_tag(self.run_id, Tag.FAILURE, reason[:5000]))
             if status == "FAILED":
                 text = "".join(traceback.format_exception(exc_type, exc, tb))
                 self._retry(lambda: mlflow.log_text(text, "error/traceback.txt"))
         self._retry(self.flush)
         if self.failures:
-            self._retry(lambda: self.client.set_tag(self.run_id, TAG_PREFIX + "tracking_failures", str(self.failures)))
+            self._retry(lambda: self.client.set_tag(self.run_id, Tag.TRACKING_FAILURES, str(self.failures)))
         self._retry(lambda: mlflow.end_run(status))
 
     def _retry(self, fn) -> None:
@@ -184,11 +185,9 @@ class MlflowTracker:
                     # Lineage is worth a retry, not a failed job.
                     if attempt == 2:
                         log.warning("dataset input not logged: %s", exc)
-                        self.set_tags({TAG_PREFIX + "dataset_input": "not logged: " + str(exc)[:200]})
+                        self.set_tags({Tag.DATASET_INPUT: "not logged: " + str(exc)[:200]})
                     time.sleep(0.5 * (attempt + 1))
-        self.set_tags(
-            {TAG_PREFIX + "dataset_fingerprint": dataset.fingerprint, TAG_PREFIX + "dataset_images": str(len(df))}
-        )
+        self.set_tags({Tag.DATASET_FINGERPRINT: dataset.fingerprint, Tag.DATASET_IMAGES: str(len(df))})
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Per-epoch metrics with step=epoch, exactly once per epoch even across resumes."""
@@ -196,7 +195,7 @@ class MlflowTracker:
             return
         now = int(time.time() * 1000)
         self._send("metrics", [Metric(k, float(v), now, epoch) for k, v in metrics.items() if np.isfinite(v)])
-        self._send("tags", [RunTag(TAG_PREFIX + "epoch", str(epoch))])
+        self._send("tags", [RunTag(Tag.EPOCH, str(epoch))])
         self._logged_steps.add(epoch)
 
     def set_tags(self, tags: dict[str, str]) -> None:
@@ -245,54 +244,80 @@ class MlflowTracker:
         mlflow.log_metrics(
             {
                 "best_epoch": ev["best_epoch"],
-                "best_val_f1_weighted": best["val_f1_weighted"],
+                BEST_SELECTION_METRIC: best[SELECTION_METRIC],
                 "best_val_f1": best["val_f1"],
                 "threshold": ev["threshold"],
                 "val_f1_at_threshold": ev["threshold_f1"],
                 "skipped_files": len(ev["skipped"]),
             }
         )
-        self.set_tags({TAG_PREFIX + "threshold": f"{ev['threshold']:.6f}"})
+        self.set_tags({Tag.THRESHOLD: repr(float(ev["threshold"]))})
 
     def log_model(self, model, info: dict) -> dict:
-        """Log the best model (torch.export, no pickle) and register it with its threshold as version tags."""
+        """Log the best model and register it with its threshold as version tags, once per run.
+
+        The artifact holds a torch.export program (for MLflow's own tools) and the state dict that
+        `mlcore.registry` loads with `weights_only=True`. A job ending a second time (resumed after a
+        kill during its end) finds the version it registered before instead of registering another.
+        """
         import torch
 
         self._await_server()
+        name = info["registered_model_name"]
+        version = self._registered_version(name)
+        if version is None:
+            version = self._log_and_register(model, info, name)
         size = int(info["image_size"])
-        example = np.random.default_rng(0).random(
-            (2, 3, size, size), dtype=np.float32
-        )  # batch 2 keeps the batch dim dynamic
+        tags = {
+            "threshold": repr(float(info["threshold"])),  # exact: prediction applies the tuned value itself
+            "val_f1": f"{info['val_f1']:.6f}",
+            SELECTION_METRIC: f"{info['val_f1_weighted']:.6f}",
+            "run_id": self.run_id,
+            "arch": info["arch"],
+            "image_size": str(size),
+            "torch": torch.__version__.split("+")[0],
+        }
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, value)
+        self.set_tags({Tag.MODEL_VERSION: version, Tag.REGISTERED_MODEL: name})
+        return {"model_name": name, "model_version": version, "model_uri": f"models:/{name}/{version}"}
+
+    def _registered_version(self, name: str) -> str | None:
+        """The version this run registered already, if any."""
+        try:
+            found = self.client.search_model_versions(f"name='{name}' and run_id='{self.run_id}'")
+        except MlflowException as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        return str(min(int(v.version) for v in found)) if found else None
+
+    def _log_and_register(self, model, info: dict, name: str) -> str:
+        import torch
+
+        size = int(info["image_size"])
+        example = np.random.default_rng(0).random((2, 3, size, size), dtype=np.float32)  # batch 2: dynamic batch
         signature = ModelSignature(
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, size, size))]),
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 2))]),
         )
-        name = info["registered_model_name"]
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # torch.export's notes on CPU-only weights
-            logged = mlflow.pytorch.log_model(
-                model,
-                name="model",
-                serialization_format="pt2",
-                input_example=example,
-                signature=signature,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                registered_model_name=name,
-                metadata={k: info[k] for k in ("arch", "image_size", "threshold")},
-            )
-        version = str(logged.registered_model_version)
-        tags = {
-            "threshold": f"{info['threshold']:.6f}",
-            "val_f1": f"{info['val_f1']:.6f}",
-            "val_f1_weighted": f"{info['val_f1_weighted']:.6f}",
-            "run_id": self.run_id,
-            "arch": info["arch"],
-            "image_size": str(size),
-        }
-        for key, value in tags.items():
-            self.client.set_model_version_tag(name, version, key, value)
-        self.set_tags({TAG_PREFIX + "model_version": version, TAG_PREFIX + "registered_model": name})
-        return {"model_name": name, "model_version": version, "model_uri": f"models:/{name}/{version}"}
+        with tempfile.TemporaryDirectory(prefix="dataslayer-weights-") as tmp:
+            weights = Path(tmp) / "state_dict.pt"
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # torch.export's notes on CPU-only weights
+                logged = mlflow.pytorch.log_model(
+                    model,
+                    name="model",
+                    serialization_format="pt2",
+                    input_example=example,
+                    signature=signature,
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                    registered_model_name=name,
+                    extra_files=[str(weights)],
+                    metadata={k: info[k] for k in ("arch", "image_size", "threshold")},
+                )
+        return str(logged.registered_model_version)
 
     def log_prediction(self, result: dict, files: list[str]) -> None:
         """The submission, probabilities and report of a prediction job."""
@@ -310,91 +335,40 @@ class MlflowTracker:
         )
 
 
-# -- models and the registry -------------------------------------------------------------------
-def resolve_model_version(uri: str):
-    """The registry version behind models:/NAME@ALIAS, models:/NAME/VERSION or models:/NAME/latest."""
-    client = MlflowClient()
-    ref = uri.removeprefix("models:/")
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return client.get_model_version_by_alias(name, alias)
-    name, _, version = ref.partition("/")
-    if version in ("", "latest"):
-        versions = client.search_model_versions(f"name='{name}'")
-        if not versions:
-            raise LookupError(f"registered model {name!r} has no versions")
-        return max(versions, key=lambda v: int(v.version))
-    return client.get_model_version(name, version)
+# -- what the registry module needs from MLflow ----------------------------------------------------
+def mlflow_client(tracking_uri: str | None = None) -> MlflowClient:
+    """A client of `tracking_uri` (None: MLFLOW_TRACKING_URI or MLflow's default)."""
+    return MlflowClient(tracking_uri=tracking_uri)
 
 
-def load_model(uri: str):
-    """Load a model for prediction: (nn.Module on CPU, info with arch, image_size, threshold, name, version)."""
-    from mlcore.model import build_model
-
-    if uri.startswith("runs:/"):
-        run = MlflowClient().get_run(uri.split("/")[1])
-        info = {
-            "arch": run.data.params["arch"],
-            "image_size": run.data.params["image_size"],
-            "threshold": run.data.tags.get(TAG_PREFIX + "threshold", "0.5"),
-            "name": None,
-            "version": None,
-        }
-        load_uri = uri
-    else:
-        mv = resolve_model_version(uri)
-        missing = [k for k in ("arch", "image_size", "threshold") if k not in mv.tags]
-        if missing:
-            raise LookupError(
-                f"model version {mv.name}/{mv.version} lacks the tags {missing}; it was not registered by dataslayer"
-            )
-        info = {
-            "arch": mv.tags["arch"],
-            "image_size": mv.tags["image_size"],
-            "threshold": mv.tags["threshold"],
-            "name": mv.name,
-            "version": str(mv.version),
-        }
-        load_uri = f"models:/{mv.name}/{mv.version}"
-    exported = mlflow.pytorch.load_model(load_uri)  # a torch.export program: no pickle is executed
-    model = build_model(info["arch"], "none")
-    model.load_state_dict(exported.state_dict())
-    info.update(image_size=int(info["image_size"]), threshold=float(info["threshold"]))
-    return model.eval(), info
+def is_not_found(exc: BaseException) -> bool:
+    """Whether an MLflow error says the run, model, version or alias does not exist."""
+    return isinstance(exc, MlflowException) and exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 
 
-def promote(name: str, version: str | int, alias: str = "champion") -> dict:
-    """Point `alias` at a version (registry aliases; stages are deprecated)."""
-    client = MlflowClient()
-    previous = None
-    try:
-        previous = client.get_model_version_by_alias(name, alias).version
-    except Exception:  # noqa: BLE001 - no version holds the alias yet
-        pass
-    client.get_model_version(name, str(version))  # raises with a clear message when it does not exist
-    client.set_registered_model_alias(name, alias, str(version))
-    return {"model_name": name, "alias": alias, "model_version": str(version), "previous_version": previous}
+def _model_repository(uri: str):
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    return get_artifact_repository(uri)
 
 
-def list_versions(name: str) -> list[dict]:
-    """Versions of a registered model with aliases, validation F1, threshold and source run, newest first."""
-    client = MlflowClient()
-    aliases: dict[str, list[str]] = {}
-    for alias, version in client.get_registered_model(name).aliases.items():
-        aliases.setdefault(str(version), []).append(alias)
-    rows = []
-    for mv in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version)):
-        rows.append(
-            {
-                "version": str(mv.version),
-                "aliases": sorted(aliases.get(str(mv.version), [])),
-                "val_f1": mv.tags.get("val_f1"),
-                "val_f1_weighted": mv.tags.get("val_f1_weighted"),
-                "threshold": mv.tags.get("threshold"),
-                "arch": mv.tags.get("arch"),
-                "image_size": mv.tags.get("image_size"),
-                "run_id": mv.run_id,
-                "created": mv.creation_timestamp,
-            }
-        )
-    return rows
+def model_artifact_files(uri: str) -> dict[str, int]:
+    """Every file of a model artifact (models:/ or runs:/ URI): relative path -> size; nothing is downloaded."""
+    repo = _model_repository(uri)
+    found: dict[str, int] = {}
+
+    def walk(path: str | None) -> None:
+        for info in repo.list_artifacts(path):
+            if info.is_dir:
+                walk(info.path)
+            else:
+                found[info.path] = int(info.file_size or 0)
+
+    walk(None)
+    return found
+
+
+def download_model_file(uri: str, path: str, dst: Path) -> Path:
+    """Download one file of a model artifact into `dst`."""
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(_model_repository(uri).download_artifacts(path, str(dst)))

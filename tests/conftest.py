@@ -15,6 +15,12 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DATASLAYER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("DATASLAYER_SYSTEM_METRICS", "0")
     monkeypatch.setenv("DATASLAYER_TRACKING_GRACE_S", "30")
+    # Settings are read once per process: a test that changes the environment sees its own.
+    from worker.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from worker.state import ready_key
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 TEST_OUTPUT = ROOT / "test-output"  # screenshots and logs worth looking at after a run
@@ -165,7 +167,7 @@ class WorkerProcess:
         if wait:
             r = redis.Redis.from_url(self.env["REDIS_URL"])
             deadline = time.monotonic() + 90
-            while not r.exists(f"dataslayer:worker-ready:{self.name}"):
+            while not r.exists(ready_key(self.name)):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"worker {self.name} did not start:\n{self.log_path.read_text()[-3000:]}")
                 time.sleep(0.2)

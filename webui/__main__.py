@@ -8,9 +8,12 @@ import os
 
 def main() -> None:
     """Start Flask's development server in development mode."""
+    from worker.settings import get_settings
+
+    settings = get_settings()
     parser = argparse.ArgumentParser(prog="python -m webui", description=__doc__)
-    parser.add_argument("--host", default=os.environ.get("DATASLAYER_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("DATASLAYER_WEBUI_PORT", 5000)))
+    parser.add_argument("--host", default=settings.host)
+    parser.add_argument("--port", type=int, default=settings.webui_port)
     args = parser.parse_args()
     os.environ.setdefault("DATASLAYER_DEV", "1")
     from webui import create_app

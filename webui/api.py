@@ -6,13 +6,13 @@ from flask import Blueprint, abort, g, jsonify, request, session
 from flask import current_app as app
 
 from mlcore.errors import ParamsError
-from mlcore.tracking import promote
+from mlcore.names import JOB_TYPES, STATUSES
 from webui import auth, datasets, progress, submissions
 from webui.jobqueue import checked_run_id, jobs
-from webui.jobs import STATUSES, TYPES, log_lines, metric_curves, sweep_children
+from webui.jobs import log_lines, metric_curves, sweep_children
 from webui.models import find_version, model_name, versions
 from webui.openapi import document
-from webui.submit import count_sweep, queue_predict, queue_sweep, queue_train, sweep_values
+from webui.queueing import count_sweep, queue_predict, queue_sweep, queue_train, sweep_values
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -82,8 +82,8 @@ def list_datasets():
 def list_jobs():
     """Jobs newest first, filtered by status, type or sweep."""
     status, job_type, sweep = request.args.get("status"), request.args.get("type"), request.args.get("sweep")
-    if (status and status not in STATUSES) or (job_type and job_type not in TYPES):
-        abort(400, f"status is one of {', '.join(STATUSES)}; type is one of {', '.join(TYPES)}")
+    if (status and status not in STATUSES) or (job_type and job_type not in JOB_TYPES):
+        abort(400, f"status is one of {', '.join(STATUSES)}; type is one of {', '.join(JOB_TYPES)}")
     limit = min(max(request.args.get("limit", 100, type=int), 1), 500)
     listed = jobs().list_jobs(
         status=status,
@@ -176,7 +176,7 @@ def promote_version(name: str, version: int):
     """Point the `champion` alias at a version."""
     name = model_name(name)
     find_version(versions(name), str(version))
-    return jsonify(promote(name, str(version), "champion"))
+    return jsonify(jobs().promote(name, str(version)))
 
 
 @bp.route("/submissions", methods=["GET", "POST"])

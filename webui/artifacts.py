@@ -8,12 +8,8 @@ small in-memory cache so a page with four plots costs four downloads once.
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 from collections import OrderedDict
-from pathlib import Path
-
-from mlflow.exceptions import MlflowException
 
 from webui.jobqueue import jobs
 
@@ -45,13 +41,7 @@ _cache_lock = threading.Lock()
 
 def listing(run_id: str, folder: str) -> dict[str, int]:
     """Files directly in an artifact folder: name -> size (empty when the folder does not exist)."""
-    try:
-        infos = jobs().mlflow.list_artifacts(run_id, folder)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return {}
-        raise
-    return {Path(i.path).name: int(i.file_size or 0) for i in infos if not i.is_dir}
+    return jobs().artifact_listing(run_id, folder)
 
 
 def fetch(run_id: str, path: str, *, cache: bool) -> bytes | None:
@@ -65,9 +55,7 @@ def fetch(run_id: str, path: str, *, cache: bool) -> bytes | None:
     size = listing(run_id, folder).get(name)
     if size is None or size > MAX_BYTES:
         return None
-    with tempfile.TemporaryDirectory(prefix="webui-artifact-") as tmp:
-        local = jobs().mlflow.download_artifacts(run_id, path, tmp)
-        data = Path(local).read_bytes()
+    data = jobs().artifact_bytes(run_id, path)
     if cache:
         with _cache_lock:
             _cache[key] = data

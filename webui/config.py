@@ -13,7 +13,8 @@ from flask import Flask
 from limits import parse_many
 from werkzeug.security import generate_password_hash
 
-from mlcore.params import TrainParams
+from mlcore.names import DEFAULT_MODEL_NAME
+from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 HASH_PREFIXES = ("scrypt:", "pbkdf2:")
@@ -32,16 +33,16 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 def from_environment() -> dict:
     """Every setting the UI reads, with the local stack's defaults."""
-    state_dir = Path(_env("DATASLAYER_STATE_DIR", ".state")).resolve()
+    settings = get_settings()  # locations mean what they mean for the workers and the stack
     return {
         "SECRET_KEY": _env("SECRET_KEY"),
         "DEV_MODE": _env("DATASLAYER_DEV") == "1" or _env("FLASK_DEBUG") == "1",
         # REDIS_URL and MLFLOW_TRACKING_URI are read by worker.settings, as in the workers.
         # Where the browser reaches the MLflow UI: behind a proxy it differs from the URI the server uses.
         "MLFLOW_PUBLIC_URL": _env("DATASLAYER_MLFLOW_PUBLIC_URL"),
-        "STATE_DIR": state_dir,
-        "DATA_ROOT": Path(_env("DATASLAYER_DATA_ROOT", str(state_dir / "data"))),
-        "MODEL_NAME": _env("DATASLAYER_MODEL_NAME", TrainParams.model_fields["registered_model_name"].default),
+        "STATE_DIR": settings.state_dir,
+        "DATA_ROOT": settings.data_root,
+        "MODEL_NAME": _env("DATASLAYER_MODEL_NAME", DEFAULT_MODEL_NAME),
         "ADMIN_USER": _env("DATASLAYER_ADMIN_USER", "admin"),
         "ADMIN_PASSWORD": _env("DATASLAYER_ADMIN_PASSWORD"),
         "USERS_FILE": _env("DATASLAYER_USERS_FILE"),

@@ -40,11 +40,6 @@ class DatasetInfo:
     test_images: int = 0
     problems: list[str] = field(default_factory=list)
 
-    @property
-    def summary(self) -> str:
-        """One line for a select box: name and image counts."""
-        return self.summary_for(None)
-
     def summary_for(self, kind: str | None) -> str:
         """The select box line when choosing data for `kind` (train, test or either)."""
         parts = []

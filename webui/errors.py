@@ -1,17 +1,20 @@
-"""Error pages: outages of Redis or MLflow become a friendly 503, never a traceback."""
+"""Error pages: outages of Redis or MLflow become a friendly 503, never a traceback.
+
+The client (`worker.client`) translates every transport error into QueueUnavailable or
+TrackingUnavailable; these handlers only turn those two, and MLflow's refusals, into pages.
+"""
 
 from __future__ import annotations
 
 import logging
 
-import redis
-import requests
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from mlflow.exceptions import MlflowException
 from werkzeug.exceptions import HTTPException
 
-from worker.client import QueueUnavailable, TrackingUnavailable
+from mlcore.tracking import is_not_found
+from worker.errors import QueueUnavailable, TrackingUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -27,29 +30,6 @@ TITLES = {
     502: "Tracking server error",
     503: "Service unavailable",
 }
-
-
-class ServiceDown(Exception):
-    """A backing service is unreachable; `service` is 'queue' or 'tracking'."""
-
-    def __init__(self, service: str, detail: str):
-        super().__init__(detail)
-        self.service, self.detail = service, detail
-
-
-def tracking_down(exc: BaseException) -> bool:
-    """Whether an MLflow error means the server cannot be reached (rather than a bad request)."""
-    if isinstance(exc, (requests.exceptions.RequestException, TrackingUnavailable)):
-        return True
-    if isinstance(exc.__context__, requests.exceptions.RequestException):
-        return True
-    text = str(exc)
-    return "failed with exception" in text or any(f"error code {code}" in text for code in (500, 502, 503, 504))
-
-
-def not_found(exc: BaseException) -> bool:
-    """Whether an MLflow error says the run, model or version does not exist."""
-    return isinstance(exc, MlflowException) and exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 
 
 def wants_json() -> bool:
@@ -93,29 +73,19 @@ def init_app(app: Flask) -> None:
         )
 
     @app.errorhandler(QueueUnavailable)
-    @app.errorhandler(redis.exceptions.ConnectionError)
-    @app.errorhandler(redis.exceptions.TimeoutError)
     def queue_error(exc: Exception):
         log.warning("queue unavailable: %s", exc)
         return error_response(503, QUEUE_DOWN, service="queue")
 
     @app.errorhandler(TrackingUnavailable)
-    @app.errorhandler(requests.exceptions.RequestException)
     def tracking_error(exc: Exception):
         log.warning("tracking server unavailable: %s", exc)
         return error_response(503, TRACKING_DOWN, service="tracking")
 
-    @app.errorhandler(ServiceDown)
-    def service_down(exc: ServiceDown):
-        return error_response(503, QUEUE_DOWN if exc.service == "queue" else TRACKING_DOWN, service=exc.service)
-
     @app.errorhandler(MlflowException)
     def mlflow_error(exc: MlflowException):
-        if not_found(exc):
+        if is_not_found(exc):
             return error_response(404, "No such run, model or version in the tracking server.")
-        if tracking_down(exc):
-            log.warning("tracking server unavailable: %s", exc)
-            return error_response(503, TRACKING_DOWN, service="tracking")
         log.error("tracking server error: %s", exc)
         return error_response(502, f"The tracking server refused the request: {exc.message[:300]}")
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 
 from flask import Flask, abort, current_app
 
+from mlcore.names import RUN_ID_RE
 from worker.client import JobClient
+from worker.errors import QueueUnavailable
 from worker.settings import get_settings
 
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 EXTENSION = "dataslayer_queue"
 
 
@@ -24,9 +24,7 @@ class JobQueue:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Point MLflow at the tracking server and make the client reachable from views."""
-        import mlflow
-
+        """Set MLflow's client timeouts for pages and make the client reachable from views."""
         # A page must fail within seconds when the tracking server is down, not after MLflow's
         # default of 7 retries with exponential back-off (minutes, past gunicorn's 60 s timeout).
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -37,8 +35,6 @@ class JobQueue:
         app.config["REDIS_URL"] = settings.redis_url
         app.config["MLFLOW_TRACKING_URI"] = settings.tracking_uri
         app.config["MLFLOW_PUBLIC_URL"] = (app.config.get("MLFLOW_PUBLIC_URL") or settings.tracking_uri).rstrip("/")
-        # mlcore.tracking's registry helpers (list_versions, promote) use MLflow's default client.
-        mlflow.set_tracking_uri(settings.tracking_uri)
         app.extensions[EXTENSION] = {"queue": self, "client": None}
 
     def client(self) -> JobClient:
@@ -61,7 +57,7 @@ def jobs() -> JobClient:
 
 def checked_run_id(run_id: str) -> str:
     """A run id from a URL or form: 32 hex digits, else 404 (it also goes into MLflow filter strings)."""
-    if not RUN_ID.match(run_id or ""):
+    if not RUN_ID_RE.match(run_id or ""):
         abort(404)
     return run_id
 
@@ -71,5 +67,5 @@ def queue_available() -> bool:
     try:
         jobs().check_queue()
         return True
-    except ConnectionError:
+    except QueueUnavailable:
         return False

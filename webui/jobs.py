@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 
-import redis
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 
+from mlcore.names import BEST_SELECTION_METRIC, JOB_TYPES, SELECTION_METRIC, STATUSES, TERMINAL, Tag
 from webui import artifacts, datasets, progress
 from webui.auth import safe_next
 from webui.jobqueue import checked_run_id, jobs, queue_available
-from worker.client import TERMINAL
+from worker.errors import QueueUnavailable
 
 bp = Blueprint("jobs", __name__)
-STATUSES = ("SCHEDULED", "RUNNING", "FINISHED", "FAILED", "KILLED")
-TYPES = ("train", "sweep", "predict")
-CURVES = ("train_loss", "val_loss", "val_f1", "val_f1_weighted")
+CURVES = ("train_loss", "val_loss", "val_f1", SELECTION_METRIC)
 LOG_LINES = 200
 
 
@@ -26,7 +24,7 @@ def _filters() -> dict:
     sweep = request.args.get("sweep", "")
     return {
         "status": status if status in STATUSES else None,
-        "job_type": job_type if job_type in TYPES else None,
+        "job_type": job_type if job_type in JOB_TYPES else None,
         "sweep": checked_run_id(sweep) if sweep else None,
     }
 
@@ -48,7 +46,7 @@ def _sweeps_first(listed: list) -> list:
         if j.parent_run_id in present:
             continue
         out.append(j)
-        out.extend(sorted(kids.get(j.run_id, []), key=lambda c: int(c.tags.get("dataslayer.sweep_index", 0))))
+        out.extend(sorted(kids.get(j.run_id, []), key=lambda c: int(c.tags.get(Tag.SWEEP_INDEX, 0))))
     return out
 
 
@@ -69,7 +67,7 @@ def index():
         rows=rows,
         filters=filters,
         statuses=STATUSES,
-        types=TYPES,
+        types=JOB_TYPES,
         sweeps=sweeps,
         queue_ok=queue_available(),
     )
@@ -83,7 +81,7 @@ def index_json():
 
 def sweep_children(job) -> list:
     kids = jobs().list_jobs(sweep=job.run_id, limit=300)
-    score = "best_val_f1_weighted"
+    score = BEST_SELECTION_METRIC
     return sorted(
         kids,
         key=lambda c: (score in c.metrics, c.metrics.get(score, 0.0), c.metrics.get("best_val_f1", 0.0)),
@@ -92,19 +90,15 @@ def sweep_children(job) -> list:
 
 
 def metric_curves(run_id: str) -> dict[str, list[list[float]]]:
-    client = jobs().mlflow
-    out = {}
-    for key in CURVES:
-        history = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-        out[key] = [[m.step, m.value] for m in history]
-    return out
+    """Per-epoch history of the curves the job page draws."""
+    return jobs().metric_history(run_id, CURVES)
 
 
 def log_lines(job) -> list[str]:
     """The log tail from Redis while it is there; the logged artifact after the job."""
     try:
         lines = jobs().log_tail(job.run_id, LOG_LINES)
-    except redis.RedisError:  # the queue is down: the page still shows what MLflow has
+    except QueueUnavailable:  # the page still shows what MLflow has
         lines = []
     if not lines and job.done:
         text = artifacts.text(job.run_id, "log") or ""

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from mlflow.exceptions import MlflowException
 
-from mlcore.params import MODEL_NAME_RE
-from mlcore.tracking import list_versions, promote
-from webui.errors import not_found
+from mlcore.names import CHAMPION, MODEL_NAME_RE
 from webui.jobqueue import jobs
 from webui.progress import mlflow_run_url, timestamp
 
 bp = Blueprint("models", __name__)
-ALIAS = "champion"
 
 
 def model_name(name: str | None) -> str:
@@ -31,36 +27,37 @@ def _number(value) -> float | None:
 
 def versions(name: str) -> list[dict]:
     """The model's versions, newest first, with numbers parsed and links added ([] when not registered yet)."""
-    try:
-        rows = list_versions(name)
-    except MlflowException as exc:
-        if not_found(exc):
-            return []
-        raise
+    rows = jobs().model_versions(name)
     experiments: dict[str, str] = {}
     for row in rows:
         for key in ("val_f1", "val_f1_weighted", "threshold"):
             row[key] = _number(row[key])
         row["created"] = timestamp(row["created"])
-        row["champion"] = ALIAS in row["aliases"]
+        row["champion"] = CHAMPION in row["aliases"]
         if row["run_id"]:
             if row["run_id"] not in experiments:
-                try:
-                    experiments[row["run_id"]] = jobs().mlflow.get_run(row["run_id"]).info.experiment_id
-                except MlflowException as exc:
-                    if not not_found(exc):
-                        raise
-                    experiments[row["run_id"]] = ""
+                experiments[row["run_id"]] = _experiment_of(row["run_id"])
             exp = experiments[row["run_id"]]
             row["mlflow_url"] = mlflow_run_url(exp, row["run_id"]) if exp else None
     return rows
 
 
+def _experiment_of(run_id: str) -> str:
+    """The source run's experiment, or '' when the run was deleted."""
+    from mlcore.tracking import is_not_found
+
+    try:
+        return jobs().experiment_of(run_id)
+    except Exception as exc:  # noqa: BLE001 - MLflow's not-found carries its own code
+        if is_not_found(exc):
+            return ""
+        raise
+
+
 def registered_names() -> list[str]:
     """Every registered model's name (the configured one first)."""
     main = current_app.config["MODEL_NAME"]
-    names = sorted(m.name for m in jobs().mlflow.search_registered_models(max_results=100))
-    return [main] + [n for n in names if n != main]
+    return [main] + [n for n in jobs().model_names() if n != main]
 
 
 @bp.route("/models")
@@ -85,7 +82,7 @@ def promote_version(name: str, version: int):
     candidate = find_version(rows, str(version))
     champion = next((r for r in rows if r["champion"]), None)
     if request.method == "POST":
-        result = promote(name, str(version), ALIAS)
+        result = jobs().promote(name, str(version))
         was = f" (was version {result['previous_version']})" if result.get("previous_version") else ""
         flash(f"Version {version} of {name} is the champion now{was}.", "success")
         return redirect(url_for("models.index", name=name))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlcore.names import IDEMPOTENCY_KEY_RE, JOB_TYPES, PRIORITIES, RUN_ID_RE, STATUSES
 from mlcore.params import TrainParams
 from webui.paramforms import WEB_CHOICES
-from webui.submit import SERVER_ONLY
-from worker.sweep import Range
-
-STATUS = ["SCHEDULED", "RUNNING", "FINISHED", "FAILED", "KILLED"]
+from webui.queueing import SERVER_ONLY
+from worker.sweep import STRATEGIES, Range
 
 
 def _train_schema() -> dict:
@@ -67,15 +66,15 @@ def _path_param(name: str, description: str, schema: dict | None = None) -> dict
     }
 
 
-RUN_ID = _path_param("run_id", "the job's MLflow run id", {"type": "string", "pattern": "^[0-9a-f]{32}$"})
+RUN_ID = _path_param("run_id", "the job's MLflow run id", {"type": "string", "pattern": RUN_ID_RE.pattern})
 IDEMPOTENCY = {
     "idempotency_key": {
         "type": "string",
-        "pattern": "^[A-Za-z0-9_-]{8,64}$",
+        "pattern": IDEMPOTENCY_KEY_RE.pattern,
         "description": "the same key twice queues one job (also as the Idempotency-Key header)",
     }
 }
-PRIORITY = {"priority": {"type": "string", "enum": ["high", "normal", "low"], "default": "normal"}}
+PRIORITY = {"priority": {"type": "string", "enum": list(PRIORITIES), "default": "normal"}}
 DATASET = {"dataset": {"type": "string", "description": "a dataset's name from GET /api/datasets (never a path)"}}
 
 
@@ -109,7 +108,7 @@ def document(server: str) -> dict:
             "properties": {
                 **DATASET,
                 "base": {"$ref": "#/components/schemas/TrainParams"},
-                "strategy": {"type": "string", "enum": ["grid", "random"]},
+                "strategy": {"type": "string", "enum": list(STRATEGIES)},
                 "grid": {"type": "object", "additionalProperties": {"type": "array"}, "description": "field -> values"},
                 "ranges": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Range"}},
                 "samples": {"type": "integer", "minimum": 1},
@@ -143,11 +142,11 @@ def document(server: str) -> dict:
             "get": _op(
                 "Jobs, newest first",
                 params=[
-                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": STATUS}},
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}},
                     {
                         "name": "type",
                         "in": "query",
-                        "schema": {"type": "string", "enum": ["train", "sweep", "predict"]},
+                        "schema": {"type": "string", "enum": list(JOB_TYPES)},
                     },
                     {
                         "name": "sweep",

@@ -9,7 +9,8 @@ from urllib.parse import quote
 
 from flask import current_app, url_for
 
-from worker.client import Job
+from mlcore.names import BEST_SELECTION_METRIC, SELECTION_METRIC, Tag
+from worker.job import Job
 
 STATUS_LABELS = {
     "SCHEDULED": "queued",
@@ -60,7 +61,7 @@ def _score(job: Job) -> tuple[float | None, float | None]:
     """(val F1 of the fall class, val F1 weighted): the best epoch's when finished, else the latest."""
     m = job.metrics
     f1 = m.get("best_val_f1", m.get("val_f1"))
-    f1w = m.get("best_val_f1_weighted", m.get("val_f1_weighted"))
+    f1w = m.get(BEST_SELECTION_METRIC, m.get(SELECTION_METRIC))
     return f1, f1w
 
 
@@ -71,7 +72,7 @@ def _bar(job: Job, children: list[Job] | None) -> tuple[float, str, list[str]]:
     if job.job_type == "sweep":
         kids = children or []
         ended = sum(c.done for c in kids)
-        total = int(job.tags.get("dataslayer.sweep_size", len(kids)) or 0)
+        total = int(job.tags.get(Tag.SWEEP_SIZE, len(kids)) or 0)
         running = sum(c.status == "RUNNING" for c in kids)
         percent = 100.0 if job.status == "FINISHED" else 100.0 * ended / total if total else 0.0
         return percent, f"{ended}/{total} runs ended", [f"{running} running"] if running else []
@@ -122,7 +123,7 @@ def view(job: Job, children: list[Job] | None = None) -> dict:
     if f1 is not None and job.job_type == "train":
         details.append(f"F1 {f1:.3f}")
     # MLflow's start_time is when the job was submitted; the worker tags when it really started.
-    started = float(job.tags["dataslayer.started_at"]) if "dataslayer.started_at" in job.tags else None
+    started = float(job.tags[Tag.STARTED_AT]) if Tag.STARTED_AT in job.tags else None
     if started is None and job.job_type == "sweep" and job.start_time:
         started = job.start_time / 1000
     ended = job.end_time / 1000 if job.end_time else None

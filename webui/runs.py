@@ -7,13 +7,14 @@ import uuid
 from flask import Blueprint, current_app, flash, g, jsonify, redirect, render_template, request, url_for
 
 from mlcore.errors import ParamsError
+from mlcore.names import PRIORITIES
 from mlcore.params import PRESETS
 from webui import datasets, sweepform
 from webui.errors import QUEUE_DOWN, TRACKING_DOWN
 from webui.jobqueue import checked_run_id, jobs, queue_available
 from webui.paramforms import field_errors, grouped, initial_values, parse_form, train_specs
-from webui.submit import count_sweep, queue_sweep, queue_train, sweep_values
-from worker.client import PRIORITIES, QueueUnavailable, TrackingUnavailable
+from webui.queueing import count_sweep, queue_sweep, queue_train, sweep_values
+from worker.errors import QueueUnavailable, TrackingUnavailable
 
 bp = Blueprint("runs", __name__)
 EXTRA_INPUTS = {"dataset", "priority", "name", "idempotency_key"}

@@ -7,13 +7,15 @@ import uuid
 from flask import Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from mlcore.errors import ParamsError
+from mlcore.names import CHAMPION, PRIORITIES, Tag
 from webui import artifacts, datasets, progress
 from webui.errors import QUEUE_DOWN, TRACKING_DOWN
 from webui.jobqueue import checked_run_id, jobs, queue_available
 from webui.models import versions
 from webui.paramforms import field_errors
-from webui.submit import queue_predict
-from worker.client import PRIORITIES, Job, QueueUnavailable, TrackingUnavailable
+from webui.queueing import queue_predict
+from worker.errors import QueueUnavailable, TrackingUnavailable
+from worker.job import Job
 
 bp = Blueprint("submissions", __name__)
 KINDS = ("submission", "probabilities")
@@ -24,7 +26,7 @@ def history_row(job: Job) -> dict:
     row = progress.view(job)
     uri = job.params.get("model_uri", "")
     row.update(
-        model_version=job.tags.get("dataslayer.model_version") or uri.rpartition("/")[2] or uri,
+        model_version=job.tags.get(Tag.MODEL_VERSION) or uri.rpartition("/")[2] or uri,
         model_uri=uri,
         dataset=datasets.name_of(job.params.get("data_dir")) or "(outside the data root)",
         rows=job.metrics.get("rows"),
@@ -58,7 +60,7 @@ def index():
     """The history of submissions and the form that generates one."""
     if request.method == "GET":
         first = {
-            "model_version": request.args.get("model_version", "champion"),
+            "model_version": request.args.get("model_version", CHAMPION),
             "priority": "normal",
             "threshold": "",
             "dataset": request.args.get("dataset", ""),

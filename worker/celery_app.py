@@ -1,4 +1,4 @@
-"""The Celery application, configured for long, expensive GPU jobs (see docs/RELIABILITY.md)."""
+"""The Celery application, configured for long, expensive GPU jobs (README, "The queue"; docs/RELIABILITY.md)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutting_down
 
 from worker.settings import get_settings
-from worker.state import connect, drain_key
+from worker.state import connect, drain_key, ready_key
 
 # Redis priorities: 0 is served first. Kombu keeps one list per step.
-PRIORITIES = {"high": 0, "normal": 3, "low": 6}
+PRIORITY_STEPS = {"high": 0, "normal": 3, "low": 6}
 
 
 def soft_limit(hard: int) -> int:
@@ -39,13 +39,13 @@ def make_app() -> Celery:
         # Redis redelivers unacked messages after the visibility timeout even if they still run.
         broker_transport_options={
             "visibility_timeout": s.visibility_timeout,
-            "priority_steps": sorted(PRIORITIES.values()),
+            "priority_steps": sorted(PRIORITY_STEPS.values()),
             "sep": ":",
             "queue_order_strategy": "priority",
         },
         result_backend_transport_options={"visibility_timeout": s.visibility_timeout},
         task_default_queue=s.queue,
-        task_default_priority=PRIORITIES["normal"],
+        task_default_priority=PRIORITY_STEPS["normal"],
         task_soft_time_limit=soft_limit(s.train_time_limit),
         task_time_limit=s.train_time_limit,
         worker_cancel_long_running_tasks_on_connection_loss=True,
@@ -70,7 +70,7 @@ def _ready(sender=None, **_):
     """A (re)started worker is not draining, whatever its previous life set."""
     r = connect(get_settings().redis_url)
     r.delete(drain_key(sender.hostname))
-    r.set(f"dataslayer:worker-ready:{sender.hostname}", "1")
+    r.set(ready_key(sender.hostname), "1")
 
 
 @worker_shutting_down.connect
@@ -79,6 +79,6 @@ def _draining(sender=None, **_):
     try:
         r = connect(get_settings().redis_url)
         r.set(drain_key(sender), "1", ex=3600)
-        r.delete(f"dataslayer:worker-ready:{sender}")
+        r.delete(ready_key(sender))
     except Exception:  # noqa: BLE001 - Redis down: the job's SIGTERM handler and the reconciler cover it
         pass

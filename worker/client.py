@@ -1,83 +1,35 @@
-"""The one client the CLI, the web UI and the tests use: submit, cancel, inspect and list jobs.
+"""The one client the CLI, the web UI and the tests use: submit, cancel, inspect and list jobs, read their records.
 
 Submitting validates the parameters (the same pydantic models as the CLI), creates the job's
 MLflow run in status SCHEDULED with its tags and params, and enqueues a task carrying the run id
 and the parameters as JSON. Nothing is created when the queue is unavailable, and a failed
-enqueue deletes the run it created, so a submit never leaves a job half-way.
+enqueue deletes the run it created, so a submit never leaves a job half-way. Every call to Redis
+or MLflow is translated here into the two unavailable errors (`worker.errors`).
 """
 
 from __future__ import annotations
 
 import json
-import re
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable
 
 from mlflow import MlflowClient
 from mlflow.entities import Param, ViewType
 
 from mlcore.errors import ParamsError
+from mlcore.names import JOB_TYPES, PRIORITIES, RUN_ID_RE, STATUSES, Tag
 from mlcore.params import PredictParams, TrainParams, build
+from mlcore.registry import Registry
+from worker.broker import enqueue
+from worker.errors import QueueUnavailable, TrackingUnavailable, queue_calls, tracking_calls
+from worker.job import Job
 from worker.settings import Settings, get_settings
 from worker.state import PREFIX, JobState, connect
 from worker.sweep import SweepParams, sweep_params
 
-PRIORITIES = ("high", "normal", "low")
-STATUSES = ("SCHEDULED", "RUNNING", "FINISHED", "FAILED", "KILLED")
-JOB_TYPES = ("train", "predict", "sweep")
-RUN_ID = re.compile(r"[0-9a-f]{32}")
-TERMINAL = ("FINISHED", "FAILED", "KILLED")
-TAG = "dataslayer."
-PARAMS_TAG = TAG + "params_json"  # the job's parameters as the task received them: lets the reconciler requeue it
-
-
-class QueueUnavailable(ConnectionError):
-    """Redis cannot be reached; nothing was queued."""
-
-
-class TrackingUnavailable(ConnectionError):
-    """The MLflow server cannot be reached; nothing was queued."""
-
-
-@dataclass
-class Job:
-    """What a UI shows about one job: its MLflow run plus live progress from Redis."""
-
-    run_id: str
-    name: str
-    job_type: str
-    status: str
-    experiment_id: str
-    priority: str = "normal"
-    submitted_by: str = ""
-    parent_run_id: str | None = None
-    start_time: int | None = None
-    end_time: int | None = None
-    params: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    progress: dict[str, Any] | None = None
-
-    @property
-    def done(self) -> bool:
-        """Whether the job has ended (finished, failed or cancelled)."""
-        return self.status in TERMINAL
-
-    @property
-    def failure(self) -> str | None:
-        """Why the job failed or was cancelled."""
-        return self.tags.get(TAG + "failure")
-
-    @property
-    def warning(self) -> str | None:
-        """A note the job left for its user (e.g. a batch too large for the dataset)."""
-        return self.tags.get(TAG + "warning")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the API and `--wait` print this)."""
-        return {**asdict(self), "done": self.done, "failure": self.failure, "warning": self.warning}
+__all__ = ["Job", "JobClient", "QueueUnavailable", "TrackingUnavailable"]
 
 
 class JobClient:
@@ -86,7 +38,16 @@ class JobClient:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or get_settings()
         self.mlflow = MlflowClient(tracking_uri=self.settings.tracking_uri)
+        self.registry = Registry(self.settings.tracking_uri)
         self.redis = connect(self.settings.redis_url)
+
+    def tracking(self):
+        """Context for calls to the MLflow server (an outage becomes TrackingUnavailable)."""
+        return tracking_calls(self.settings.tracking_uri)
+
+    def queue(self):
+        """Context for calls to Redis (an outage becomes QueueUnavailable)."""
+        return queue_calls(self.settings.redis_url)
 
     # -- submitting ----------------------------------------------------------------------------
     def submit_train(self, values: dict | TrainParams, **kwargs) -> str:
@@ -121,10 +82,10 @@ class JobClient:
                 priority,
                 submitted_by,
                 {
-                    TAG + "sweep_size": str(len(children)),
-                    TAG + "max_concurrent": str(sweep.max_concurrent),
-                    TAG + "promote_best": str(sweep.promote_best).lower(),
-                    PARAMS_TAG: sweep.model_dump_json(),
+                    Tag.SWEEP_SIZE: str(len(children)),
+                    Tag.MAX_CONCURRENT: str(sweep.max_concurrent),
+                    Tag.PROMOTE_BEST: str(sweep.promote_best).lower(),
+                    Tag.PARAMS_JSON: sweep.model_dump_json(),
                 },
             )
             spec = {
@@ -137,7 +98,8 @@ class JobClient:
                 "seed": sweep.seed,
                 "ranges": json.dumps({k: r.model_dump() for k, r in sweep.ranges.items()}),
             }
-            self.mlflow.log_batch(parent, params=[Param(k, str(v)[:6000]) for k, v in spec.items()])
+            with self.tracking():
+                self.mlflow.log_batch(parent, params=[Param(k, str(v)[:6000]) for k, v in spec.items()])
             for i, child in enumerate(children):
                 run_id = self._create_run(
                     experiment,
@@ -145,7 +107,7 @@ class JobClient:
                     f"sweep child {i + 1}",
                     priority,
                     submitted_by,
-                    {"mlflow.parentRunId": parent, TAG + "sweep_index": str(i)},
+                    {Tag.PARENT_RUN_ID: parent, Tag.SWEEP_INDEX: str(i)},
                 )
                 self._record_params(run_id, child)
             self._send("sweep", parent, {}, "high", on_error=lambda: self._delete([parent]))
@@ -182,16 +144,21 @@ class JobClient:
         if not key:
             return create()
         slot = f"{PREFIX}:submit:{key}"
-        if self.redis.set(slot, "pending", nx=True, ex=24 * 3600):
+        with self.queue():
+            claimed = self.redis.set(slot, "pending", nx=True, ex=24 * 3600)
+        if claimed:
             try:
                 run_id = create()
             except BaseException:
-                self.redis.delete(slot)
+                with self.queue():
+                    self.redis.delete(slot)
                 raise
-            self.redis.set(slot, run_id, ex=24 * 3600)
+            with self.queue():
+                self.redis.set(slot, run_id, ex=24 * 3600)
             return run_id
         for _ in range(100):  # the first submit is still creating its run
-            value = self.redis.get(slot)
+            with self.queue():
+                value = self.redis.get(slot)
             if value and value != "pending":
                 return value
             time.sleep(0.1)
@@ -203,10 +170,8 @@ class JobClient:
 
     def check_queue(self) -> None:
         """Raise QueueUnavailable unless Redis answers."""
-        try:
+        with self.queue():
             self.redis.ping()
-        except Exception as exc:  # noqa: BLE001 - any connection error
-            raise QueueUnavailable(f"the queue (Redis at {self.settings.redis_url}) is unavailable: {exc}") from None
 
     def _experiment_id(self, name: str) -> str:
         exp = self.mlflow.get_experiment_by_name(name)
@@ -223,39 +188,36 @@ class JobClient:
     ) -> str:
         from mlcore.tracking import base_tags
 
-        try:
+        with self.tracking():
             run = self.mlflow.create_run(
                 self._experiment_id(experiment),
                 run_name=run_name,
                 tags={
                     **base_tags(),
-                    TAG + "job_type": job_type,
-                    TAG + "queue": self.settings.queue,
-                    TAG + "priority": priority,
-                    TAG + "submitted_by": submitted_by,
-                    TAG + "submitted_at": f"{time.time():.3f}",
-                    "mlflow.user": submitted_by,
+                    Tag.JOB_TYPE: job_type,
+                    Tag.QUEUE: self.settings.queue,
+                    Tag.PRIORITY: priority,
+                    Tag.SUBMITTED_BY: submitted_by,
+                    Tag.SUBMITTED_AT: f"{time.time():.3f}",
+                    Tag.USER: submitted_by,
                     **tags,
                 },
             )
-        except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, server errors
-            raise TrackingUnavailable(
-                f"the tracking server ({self.settings.tracking_uri}) is unavailable: {exc}"
-            ) from None
-        if job_type != "sweep":
-            self.mlflow.update_run(run.info.run_id, status="SCHEDULED")
+            if job_type != "sweep":
+                self.mlflow.update_run(run.info.run_id, status="SCHEDULED")
         return run.info.run_id
 
     def _record_params(self, run_id: str, params) -> None:
-        self.mlflow.log_batch(run_id, params=[Param(k, v) for k, v in params.to_log().items()])
-        self.mlflow.set_tag(run_id, PARAMS_TAG, params.model_dump_json())
+        with self.tracking():
+            self.mlflow.log_batch(run_id, params=[Param(k, v) for k, v in params.to_log().items()])
+            self.mlflow.set_tag(run_id, Tag.PARAMS_JSON, params.model_dump_json())
 
     def _send(self, job_type: str, run_id: str, params: dict, priority: str, on_error: Callable[[], None]) -> None:
         try:
             enqueue(job_type, run_id, params, priority, self.settings)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the broker refused or is gone: undo the run
             on_error()
-            raise QueueUnavailable(f"could not queue the job: {exc}") from None
+            raise QueueUnavailable(f"could not queue the job: {str(exc).splitlines()[0][:300]}") from None
 
     def _delete(self, run_ids: list[str]) -> None:
         for run_id in run_ids:
@@ -271,46 +233,34 @@ class JobClient:
         if job.done:
             return {"run_id": run_id, "status": job.status, "cancelled": False}
         self.check_queue()
-        JobState(self.redis, run_id).request_cancel()
+        with self.queue():
+            JobState(self.redis, run_id).request_cancel()
         if job.job_type == "sweep":
             for child in self.list_jobs(sweep=run_id):
                 if not child.done:
                     self.cancel(child.run_id)
             enqueue("sweep", run_id, {}, "high", self.settings)  # the scheduler ends the parent
-        elif job.status == "SCHEDULED" and not JobState(self.redis, run_id).lease_owner():
-            self.mlflow.set_tag(run_id, TAG + "failure", "cancelled before it started")
-            self.mlflow.set_terminated(run_id, "KILLED")
+        else:
+            with self.queue():
+                leased = JobState(self.redis, run_id).lease_owner()
+            if job.status == "SCHEDULED" and not leased:
+                with self.tracking():
+                    self.mlflow.set_tag(run_id, Tag.FAILURE, "cancelled before it started")
+                    self.mlflow.set_terminated(run_id, "KILLED")
         return {"run_id": run_id, "status": self.job(run_id, with_progress=False).status, "cancelled": True}
 
-    # -- reading -------------------------------------------------------------------------------
+    # -- reading jobs ----------------------------------------------------------------------------
     def job(self, run_id: str, *, with_progress: bool = True) -> Job:
         """One job by run id."""
-        return self._to_job(self.mlflow.get_run(run_id), with_progress)
+        with self.tracking():
+            run = self.mlflow.get_run(run_id)
+        return Job.from_run(run, self._progress(run_id) if with_progress else None)
 
-    def _to_job(self, run, with_progress: bool) -> Job:
-        tags = run.data.tags
-        progress = None
-        if with_progress:
-            try:
-                progress = JobState(self.redis, run.info.run_id).progress()
-            except Exception:  # noqa: BLE001 - progress is optional when Redis is down
-                progress = None
-        return Job(
-            run_id=run.info.run_id,
-            name=run.info.run_name or "",
-            job_type=tags.get(TAG + "job_type", "train"),
-            status=run.info.status,
-            experiment_id=run.info.experiment_id,
-            priority=tags.get(TAG + "priority", "normal"),
-            submitted_by=tags.get(TAG + "submitted_by", ""),
-            parent_run_id=tags.get("mlflow.parentRunId"),
-            start_time=run.info.start_time,
-            end_time=run.info.end_time,
-            params=dict(run.data.params),
-            metrics=dict(run.data.metrics),
-            tags=dict(tags),
-            progress=progress,
-        )
+    def _progress(self, run_id: str) -> dict | None:
+        try:
+            return JobState(self.redis, run_id).progress()
+        except Exception:  # noqa: BLE001 - progress is optional when Redis is down
+            return None
 
     def list_jobs(
         self,
@@ -327,26 +277,28 @@ class JobClient:
             raise ParamsError("status", f"expected one of {', '.join(STATUSES)}")
         if job_type is not None and job_type not in JOB_TYPES:
             raise ParamsError("job_type", f"expected one of {', '.join(JOB_TYPES)}")
-        if sweep is not None and not RUN_ID.fullmatch(sweep):
+        if sweep is not None and not RUN_ID_RE.match(sweep):
             raise ParamsError("sweep", "expected a run id (32 hexadecimal digits)")
-        filters = [f"tags.`{TAG}job_type` != ''"]
+        filters = [f"tags.`{Tag.JOB_TYPE}` != ''"]
         if status:
             filters.append(f"attributes.status = '{status}'")
         if job_type:
-            filters.append(f"tags.`{TAG}job_type` = '{job_type}'")
+            filters.append(f"tags.`{Tag.JOB_TYPE}` = '{job_type}'")
         if sweep:
-            filters.append(f"tags.`mlflow.parentRunId` = '{sweep}'")
-        experiments = [e.experiment_id for e in self.mlflow.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
-        if not experiments:
-            return []
-        runs = self.mlflow.search_runs(
-            experiments, " and ".join(filters), max_results=limit, order_by=["attributes.start_time DESC"]
-        )
-        return [self._to_job(r, with_progress) for r in runs]
+            filters.append(f"tags.`{Tag.PARENT_RUN_ID}` = '{sweep}'")
+        with self.tracking():
+            experiments = [e.experiment_id for e in self.mlflow.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+            if not experiments:
+                return []
+            runs = self.mlflow.search_runs(
+                experiments, " and ".join(filters), max_results=limit, order_by=["attributes.start_time DESC"]
+            )
+        return [Job.from_run(r, self._progress(r.info.run_id) if with_progress else None) for r in runs]
 
     def log_tail(self, run_id: str, n: int = 200) -> list[str]:
         """The last lines of the job's log."""
-        return JobState(self.redis, run_id).log_tail(n)
+        with self.queue():
+            return JobState(self.redis, run_id).log_tail(n)
 
     def wait(
         self,
@@ -366,25 +318,58 @@ class JobClient:
                 return job
             time.sleep(poll)
 
+    # -- reading a run's records -----------------------------------------------------------------
+    def metric_history(self, run_id: str, keys: tuple[str, ...]) -> dict[str, list[list[float]]]:
+        """Per-step history of each metric: {key: [[step, value], ...]} in step order."""
+        out = {}
+        with self.tracking():
+            for key in keys:
+                history = sorted(self.mlflow.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+                out[key] = [[m.step, m.value] for m in history]
+        return out
 
-def enqueue(
-    job_type: str, run_id: str, params: dict, priority: str = "normal", settings: Settings | None = None
-) -> None:
-    """Send the task of a job (by name, so no task code is imported here) to the queue of `settings`."""
-    from worker.celery_app import PRIORITIES as STEPS
+    def artifact_listing(self, run_id: str, folder: str) -> dict[str, int]:
+        """Files directly in one of the run's artifact folders: name -> size ({} when there is no such folder)."""
+        from mlcore.tracking import is_not_found
 
-    settings = settings or get_settings()
-    args = [run_id] if job_type == "sweep" else [run_id, params]
-    _producer(settings.redis_url).send_task(
-        f"dataslayer.{job_type}", args=args, priority=STEPS[priority], queue=settings.queue
-    )
+        with self.tracking():
+            try:
+                infos = self.mlflow.list_artifacts(run_id, folder)
+            except Exception as exc:  # noqa: BLE001 - MLflow's not-found carries its own code
+                if is_not_found(exc):
+                    return {}
+                raise
+        return {Path(i.path).name: int(i.file_size or 0) for i in infos if not i.is_dir}
 
+    def artifact_bytes(self, run_id: str, path: str) -> bytes:
+        """The content of one of the run's artifact files."""
+        with tempfile.TemporaryDirectory(prefix="dataslayer-artifact-") as tmp, self.tracking():
+            return Path(self.mlflow.download_artifacts(run_id, path, tmp)).read_bytes()
 
-@lru_cache(maxsize=8)
-def _producer(redis_url: str):
-    """A Celery app for sending, per broker URL (settings may change between tests, or per tenant)."""
-    from worker.celery_app import make_app
+    def experiment_of(self, run_id: str) -> str:
+        """The id of the experiment a run belongs to."""
+        with self.tracking():
+            return self.mlflow.get_run(run_id).info.experiment_id
 
-    app = make_app()
-    app.conf.broker_url = app.conf.result_backend = redis_url
-    return app
+    # -- the registry ------------------------------------------------------------------------------
+    def model_versions(self, name: str) -> list[dict]:
+        """A registered model's versions, newest first ([] when it has none yet)."""
+        from mlcore.tracking import is_not_found
+
+        with self.tracking():
+            try:
+                return self.registry.versions(name)
+            except Exception as exc:  # noqa: BLE001
+                if is_not_found(exc):
+                    return []
+                raise
+
+    def model_names(self) -> list[str]:
+        """Every registered model's name."""
+        with self.tracking():
+            return self.registry.names()
+
+    def promote(self, name: str, version: str | int) -> dict:
+        """Point the champion alias at a version."""
+        with self.tracking():
+            return self.registry.promote(name, version)

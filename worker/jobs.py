@@ -24,13 +24,11 @@ from mlflow.entities import RunTag
 
 from mlcore.errors import Cancelled, ParamsError, Suspended
 from mlcore.hooks import JobHooks
+from mlcore.names import TERMINAL, Tag
 from worker.settings import get_settings, worker_identity
 from worker.state import Heartbeat, JobState, connect
 
 log = logging.getLogger(__name__)
-TERMINAL = ("FINISHED", "FAILED", "KILLED")
-TAG = "dataslayer."
-REQUEUE_TAG = TAG + "requeue_pending"
 
 
 class Preempted(Suspended):
@@ -93,7 +91,7 @@ def _quietly(fn, default=None):
 
 
 def _end_run(client: MlflowClient, run_id: str, status: str, reason: str) -> None:
-    client.set_tag(run_id, TAG + "failure", reason)
+    client.set_tag(run_id, Tag.FAILURE, reason)
     client.set_terminated(run_id, status)
 
 
@@ -153,6 +151,7 @@ def _execute(job_type: str, run_id: str, params: dict, hooks: JobHooks, state: J
 
 def _dispatch(job_type: str, run_id: str, params: dict, hooks: JobHooks, tracker) -> dict:
     """Validate the parameters again (every entrance does) and call the job function."""
+    from mlcore.cache import default_cache_dir
     from mlcore.params import PredictParams, TrainParams, build
 
     if job_type == "train":
@@ -163,18 +162,19 @@ def _dispatch(job_type: str, run_id: str, params: dict, hooks: JobHooks, tracker
             tracker=tracker,
             hooks=hooks,
             checkpoint_dir=get_settings().checkpoint_root / run_id,
+            cache_dir=default_cache_dir(),
         )
     if job_type == "predict":
         from mlcore.predict import run_prediction
-        from mlcore.tracking import load_model
+        from mlcore.registry import Registry
 
         # The submission's home is the run's artifacts; on the worker it is written to a folder of its own,
         # so concurrent predictions never overwrite each other whatever `output` says.
         pred = build(PredictParams, params)
         pred = pred.model_copy(update={"output": get_settings().state_dir / "submissions" / run_id / pred.output.name})
-        model, info = load_model(pred.model_uri)
-        tracker.set_tags({TAG + "model_name": str(info["name"]), TAG + "model_version": str(info["version"])})
-        return run_prediction(pred, model, info, tracker=tracker, hooks=hooks)
+        model, info = Registry(get_settings().tracking_uri).load(pred.model_uri)
+        tracker.set_tags({Tag.MODEL_NAME: str(info["name"]), Tag.MODEL_VERSION: str(info["version"])})
+        return run_prediction(pred, model, info, tracker=tracker, hooks=hooks, cache_dir=default_cache_dir())
     raise ValueError(f"unknown job type {job_type!r}")
 
 
@@ -209,9 +209,9 @@ def run_job(job_type: str, run_id: str, params: dict, *, requeue, worker: str) -
         client.log_batch(
             run_id,
             tags=[
-                RunTag(TAG + "attempt", str(attempt)),
-                RunTag(TAG + "worker", owner),
-                RunTag(TAG + "started_at", f"{time.time():.3f}"),
+                RunTag(Tag.ATTEMPT, str(attempt)),
+                RunTag(Tag.WORKER, owner),
+                RunTag(Tag.STARTED_AT, f"{time.time():.3f}"),
             ],
         )
         # RUNNING from the moment the lease is ours: if this process dies before the job's own
@@ -234,7 +234,7 @@ def run_job(job_type: str, run_id: str, params: dict, *, requeue, worker: str) -
         try:
             requeue()
         except Exception as exc:  # noqa: BLE001 - the broker is down: the reconciler requeues it later
-            client.set_tag(run_id, REQUEUE_TAG, "1")
+            client.set_tag(run_id, Tag.REQUEUE_PENDING, "1")
             log.warning("job %s preempted; requeue failed (%s), left to the reconciler", run_id, exc)
             return {"run_id": run_id, "requeued": False}
         log.info("job %s preempted and requeued", run_id)

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from mlcore.names import Tag
+
 
 def run(data: str, jobs: int, *, experiment: str = "queue-bench", timeout: float = 3600) -> dict:
     """Submit `jobs` one-epoch ResNet18 jobs at 32 px, wait for all, return latency and throughput figures."""
@@ -45,12 +47,12 @@ def run(data: str, jobs: int, *, experiment: str = "queue-bench", timeout: float
         time.sleep(0.5)
     wall = time.time() - t0
     latencies = sorted(
-        float(j.tags["dataslayer.started_at"]) - float(j.tags["dataslayer.submitted_at"])
+        float(j.tags[Tag.STARTED_AT]) - float(j.tags[Tag.SUBMITTED_AT])
         for j in finished.values()
-        if "dataslayer.started_at" in j.tags
+        if Tag.STARTED_AT in j.tags
     )
     first = min(
-        (float(j.tags["dataslayer.started_at"]) for j in finished.values() if "dataslayer.started_at" in j.tags),
+        (float(j.tags[Tag.STARTED_AT]) for j in finished.values() if Tag.STARTED_AT in j.tags),
         default=t0,
     )
     return {
@@ -65,9 +67,7 @@ def run(data: str, jobs: int, *, experiment: str = "queue-bench", timeout: float
         "latency_max_s": round(latencies[-1], 2) if latencies else None,
         "job_s_mean": round(
             statistics.mean(
-                j.end_time / 1000 - float(j.tags["dataslayer.started_at"])
-                for j in finished.values()
-                if "dataslayer.started_at" in j.tags
+                j.end_time / 1000 - float(j.tags[Tag.STARTED_AT]) for j in finished.values() if Tag.STARTED_AT in j.tags
             ),
             2,
         )

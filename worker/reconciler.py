@@ -1,18 +1,25 @@
-"""The reconciler process: runs `scheduler.reconcile` at worker start and every few seconds after.
+"""The reconciler: finds jobs whose worker died and puts them back on the queue (or fails them).
 
-It runs beside each worker as its own small process (not a thread in the Celery parent, which
-forks a child per job), takes a Redis lock so that several workers do not reconcile at once, and
+`reconcile` finds runs left RUNNING whose lease expired (their worker died): it puts them back on
+the queue to resume from their checkpoint, or fails them once they have used their attempts; it
+also advances sweeps whose children ended meanwhile. It runs at worker start and then every few
+seconds beside each worker, as its own small process (not a thread in the Celery parent, which
+forks a child per job), under a Redis lock so that several workers do not reconcile at once, and
 exits when its worker does.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 
-from worker.stack import pid_alive
-from worker.state import PREFIX
+from mlcore.names import Tag
+from worker.broker import enqueue
+from worker.processes import pid_alive
+from worker.scheduler import advance_sweep
+from worker.state import PREFIX, JobState
 
 log = logging.getLogger("dataslayer.reconciler")
 
@@ -20,7 +27,6 @@ log = logging.getLogger("dataslayer.reconciler")
 def reconcile_once() -> list[dict]:
     """One pass, under a lock shared by all workers."""
     from worker.client import JobClient
-    from worker.scheduler import reconcile
 
     client = JobClient()
     lock = client.redis.lock(f"{PREFIX}:reconcile-lock", timeout=300, blocking=False)
@@ -33,6 +39,43 @@ def reconcile_once() -> list[dict]:
             lock.release()
         except Exception:  # noqa: BLE001 - the lock expired meanwhile
             pass
+
+
+def reconcile(client) -> list[dict]:
+    """Requeue or fail RUNNING runs whose lease expired; advance sweeps whose children ended meanwhile."""
+    actions = []
+    for job in client.list_jobs(status="RUNNING", limit=1000):
+        if job.job_type == "sweep":
+            actions.append({"sweep": job.run_id, **advance_sweep(client, job.run_id)})
+            continue
+        state = JobState(client.redis, job.run_id)
+        if Tag.QUEUE not in job.tags or state.lease_owner() is not None:
+            continue  # not a queued job (e.g. `dataslayer train` in a terminal), or alive
+        attempts = int(client.redis.get(state.attempts_key) or 0)
+        if attempts >= client.settings.max_attempts:
+            reason = f"its worker stopped responding (lease expired) after {attempts} attempts"
+            client.mlflow.set_tag(job.run_id, Tag.FAILURE, reason)
+            client.mlflow.set_terminated(job.run_id, "FAILED")
+            actions.append({"run_id": job.run_id, "action": "failed", "reason": reason})
+            if job.parent_run_id:
+                advance_sweep(client, job.parent_run_id)
+        elif Tag.PARAMS_JSON in job.tags:
+            client.mlflow.update_run(job.run_id, status="SCHEDULED")
+            client.mlflow.set_tag(job.run_id, Tag.RECOVERED, str(int(job.tags.get(Tag.RECOVERED, "0")) + 1))
+            enqueue(job.job_type, job.run_id, json.loads(job.tags[Tag.PARAMS_JSON]), job.priority, client.settings)
+            actions.append({"run_id": job.run_id, "action": "requeued"})
+    for job in client.list_jobs(status="SCHEDULED", limit=1000):
+        if (
+            job.tags.get(Tag.REQUEUE_PENDING) == "1"
+            and Tag.PARAMS_JSON in job.tags
+            and not JobState(client.redis, job.run_id).lease_owner()
+        ):
+            client.mlflow.set_tag(job.run_id, Tag.REQUEUE_PENDING, "0")
+            enqueue(job.job_type, job.run_id, json.loads(job.tags[Tag.PARAMS_JSON]), job.priority, client.settings)
+            actions.append({"run_id": job.run_id, "action": "requeued after preemption"})
+    for action in actions:
+        log.warning("reconciler: %s", action)
+    return actions
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,9 @@
-"""Configuration from the environment, with the defaults a local stack uses."""
+"""Configuration from the environment, with the defaults a local stack uses: the one settings object.
+
+The workers, the CLI, the local stack and the web UI all read their locations (state directory,
+data root, ports, the Redis and MLflow addresses) from `get_settings()`, so one variable means the
+same thing everywhere.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,33 @@ import socket
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from mlcore.names import DEFAULT_STATE_DIR
 
 
 def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+    return int(os.environ.get(name) or default)
+
+
+def _path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser().resolve() if value else default
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the queue and the tracking server are, and how long jobs may run."""
+    """Where the queue, the tracking server and the data are, and how long jobs may run."""
 
     redis_url: str
     tracking_uri: str
     state_dir: Path
+    data_root: Path  # the datasets jobs may read: the UI offers these, workers refuse anything else
+    host: str  # where the local stack listens
+    redis_port: int
+    mlflow_port: int
+    webui_port: int
+    workers: int | None  # the local stack's workers; None: one per GPU, or one CPU worker
     train_time_limit: int  # hard limit of a training job, seconds
     predict_time_limit: int
     max_attempts: int  # starts of one job (crashes included) before it is failed
@@ -43,23 +62,41 @@ class Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings read once per process from DATASLAYER_* variables, REDIS_URL and MLFLOW_TRACKING_URI."""
+    env = os.environ.get
+    state_dir = _path("DATASLAYER_STATE_DIR", Path(DEFAULT_STATE_DIR).resolve())
+    host = env("DATASLAYER_HOST") or "127.0.0.1"
+    redis_port, mlflow_port = _int("DATASLAYER_REDIS_PORT", 6379), _int("DATASLAYER_MLFLOW_PORT", 5001)
     return Settings(
-        redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001"),
-        state_dir=Path(os.environ.get("DATASLAYER_STATE_DIR", ".state")).resolve(),
+        redis_url=env("REDIS_URL") or f"redis://{host}:{redis_port}/0",
+        tracking_uri=env("MLFLOW_TRACKING_URI") or f"http://{host}:{mlflow_port}",
+        state_dir=state_dir,
+        data_root=_path("DATASLAYER_DATA_ROOT", state_dir / "data"),
+        host=host,
+        redis_port=redis_port,
+        mlflow_port=mlflow_port,
+        webui_port=_int("DATASLAYER_WEBUI_PORT", 5000),
+        workers=int(env("DATASLAYER_WORKERS")) if env("DATASLAYER_WORKERS") else None,
         train_time_limit=_int("DATASLAYER_TRAIN_TIME_LIMIT", 6 * 3600),
         predict_time_limit=_int("DATASLAYER_PREDICT_TIME_LIMIT", 1800),
         max_attempts=_int("DATASLAYER_MAX_ATTEMPTS", 3),
         lease_ttl=_int("DATASLAYER_LEASE_TTL", 60),
-        heartbeat_s=float(os.environ.get("DATASLAYER_HEARTBEAT_S", 5)),
-        reconcile_every_s=float(os.environ.get("DATASLAYER_RECONCILE_S", 30)),
-        queue=os.environ.get("DATASLAYER_QUEUE", "dataslayer"),
-        job_memory_mb=int(os.environ["DATASLAYER_JOB_MEMORY_MB"])
-        if os.environ.get("DATASLAYER_JOB_MEMORY_MB")
-        else None,
+        heartbeat_s=float(env("DATASLAYER_HEARTBEAT_S") or 5),
+        reconcile_every_s=float(env("DATASLAYER_RECONCILE_S") or 30),
+        queue=env("DATASLAYER_QUEUE") or "dataslayer",
+        job_memory_mb=int(env("DATASLAYER_JOB_MEMORY_MB")) if env("DATASLAYER_JOB_MEMORY_MB") else None,
     )
 
 
 def worker_identity() -> str:
     """A name for this process in leases and logs: host:pid."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def masked(url: str) -> str:
+    """A URL with its password replaced by ***, for anything printed or logged."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from worker.processes import pid_alive, stop_pids
+from worker.settings import Settings, get_settings
+from worker.state import ready_key
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -83,19 +86,18 @@ class StackConfig:
     redis_password: str | None = None
 
     @classmethod
-    def from_env(cls) -> StackConfig:
-        """Read from DATASLAYER_STATE_DIR, _HOST, _{REDIS,MLFLOW,WEBUI}_PORT, _DATA_ROOT and _WORKERS."""
-        env = os.environ.get
-        state = Path(env("DATASLAYER_STATE_DIR", ".state")).resolve()
+    def from_settings(cls, settings: Settings | None = None) -> StackConfig:
+        """The stack described by the settings (DATASLAYER_STATE_DIR, _HOST, _*_PORT, _DATA_ROOT, _WORKERS)."""
+        s = settings or get_settings()
         return cls(
-            state_dir=state,
-            host=env("DATASLAYER_HOST", "127.0.0.1"),
-            redis_port=int(env("DATASLAYER_REDIS_PORT", 6379)),
-            mlflow_port=int(env("DATASLAYER_MLFLOW_PORT", 5001)),
-            webui_port=int(env("DATASLAYER_WEBUI_PORT", 5000)),
-            data_root=Path(env("DATASLAYER_DATA_ROOT")).resolve() if env("DATASLAYER_DATA_ROOT") else state / "data",
-            workers=int(env("DATASLAYER_WORKERS")) if env("DATASLAYER_WORKERS") else None,
-            redis_password=env("REDIS_PASSWORD") or None,
+            state_dir=s.state_dir,
+            host=s.host,
+            redis_port=s.redis_port,
+            mlflow_port=s.mlflow_port,
+            webui_port=s.webui_port,
+            data_root=s.data_root,
+            workers=s.workers,
+            redis_password=os.environ.get("REDIS_PASSWORD") or None,
         )
 
     @property
@@ -158,7 +160,7 @@ def _worker_ok(url: str, name: str) -> Callable[[], bool]:
         import redis
 
         try:  # the worker writes this key once Celery is consuming (see worker/celery_app.py)
-            return bool(redis.Redis.from_url(url, socket_timeout=2).exists(f"dataslayer:worker-ready:{name}"))
+            return bool(redis.Redis.from_url(url, socket_timeout=2).exists(ready_key(name)))
         except redis.RedisError:
             return False
 
@@ -372,36 +374,6 @@ class Stack:
     def failed(self) -> str | None:
         """The name of a service that exited, if any."""
         return next((n for n, p in self.procs.items() if p.poll() is not None), None)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process exists (a zombie counts until it is reaped)."""
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
-
-
-def stop_pids(named_pids: list[tuple[str, int]], grace: float = 60) -> None:
-    """SIGTERM each process group in reverse order and wait; SIGKILL what outlives `grace`."""
-    for _, pid in reversed(named_pids):
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + grace
-        while pid_alive(pid) and time.monotonic() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.2)
-        if pid_alive(pid):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def down(state_dir: Path) -> list[str]:

@@ -104,6 +104,11 @@ class JobState:
         return self.r.lrange(self.log_key, -n, -1)
 
 
+def ready_key(worker: str) -> str:
+    """Set once a worker consumes from the queue (the stack and the tests wait for it)."""
+    return f"{PREFIX}:worker-ready:{worker}"
+
+
 def drain_key(worker: str) -> str:
     """Set while a worker shuts down: its running job checkpoints out and goes back to the queue."""
     return f"{PREFIX}:drain:{worker}"

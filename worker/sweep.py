@@ -17,6 +17,7 @@ from mlcore.errors import ParamsError
 from mlcore.params import TrainParams, build
 
 MAX_CHILDREN = 256
+STRATEGIES = ("grid", "random")
 NOT_SWEEPABLE = {"data_dir", "experiment_name", "registered_model_name", "device"}
 SWEEPABLE = tuple(f for f in TrainParams.model_fields if f not in NOT_SWEEPABLE)
 
@@ -51,7 +52,7 @@ class SweepParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     base: dict[str, Any] = Field(description="TrainParams values every child shares (data_dir at least)")
-    strategy: Literal["grid", "random"] = Field("grid", description="grid: every combination; random: `samples` draws")
+    strategy: Literal[STRATEGIES] = Field("grid", description="grid: every combination; random: `samples` draws")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="field -> values (grid), or choices (random)")
     ranges: dict[str, Range] = Field(default_factory=dict, description="field -> numeric range (random only)")
     samples: int = Field(8, ge=1, le=MAX_CHILDREN, description="random search: number of children")

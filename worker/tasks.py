@@ -25,11 +25,14 @@ def _transient(exc: Exception) -> bool:
 
 
 def _run(task, job_type: str, run_id: str, params: dict) -> dict:
-    from worker.client import JobClient, enqueue
+    from worker.broker import enqueue
+    from worker.celery_app import PRIORITY_STEPS
+    from worker.client import JobClient
     from worker.jobs import run_job
     from worker.scheduler import advance_sweep
 
-    priority = {0: "high", 3: "normal", 6: "low"}.get((task.request.delivery_info or {}).get("priority"), "normal")
+    step = (task.request.delivery_info or {}).get("priority")
+    priority = next((name for name, s in PRIORITY_STEPS.items() if s == step), "normal")
     try:
         result = run_job(
             job_type,

@@ -27,6 +27,8 @@ from dockerfile_model import ROOT
 from native_compose import NativeCompose, free_port
 from team_services import MotoS3Server, PostgresServer
 
+from worker.state import ready_key
+
 sys.path.insert(0, str(ROOT / "infra"))
 import gpu_workers  # noqa: E402  (infra/gpu_workers.py: a script, not a package)
 
@@ -75,7 +77,7 @@ def team(tmp_path_factory, compose_env, demo_root):
         r = redis.Redis.from_url(native.env(WORKERS[0])["REDIS_URL"])
         deadline = time.monotonic() + 180
         for worker in WORKERS:  # ready: Celery consumes (the key worker/celery_app.py sets)
-            while not r.exists(f"dataslayer:worker-ready:{_node(native, worker)}"):
+            while not r.exists(ready_key(_node(native, worker))):
                 if native.procs[worker].poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{worker} did not start:\n{native.log_tail(worker)}")
                 time.sleep(0.2)
@@ -175,7 +177,7 @@ def test_a_stopped_worker_exits_cleanly_on_sigterm_through_the_entrypoint(team):
     r = redis.Redis.from_url(native.env(worker)["REDIS_URL"])
     assert native.stop(worker, timeout=60) == 0, native.log_tail(worker)
     assert native.leftovers[worker] == [], "a process of the worker outlived it (pool child or reconciler)"
-    assert not r.exists(f"dataslayer:worker-ready:{_node(native, worker)}")
+    assert not r.exists(ready_key(_node(native, worker)))
 
 
 def test_flower_is_behind_the_admin_login(team, compose_env):

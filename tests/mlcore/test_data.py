@@ -92,7 +92,7 @@ def test_labels_fall_is_one_and_non_fall_zero(tmp_path):
     for s in ds.samples:
         assert s.label == (1 if "/fall/" in f"/{s.rel}" else 0)
         assert s.subject == s.rel.split("/")[0]
-    assert ds.path(0) == ds.root / ds.samples[0].rel and ds.path(0).is_file()
+    assert ds.paths[0] == ds.root / ds.samples[0].rel and ds.paths[0].is_file()
 
 
 def test_order_is_sorted_and_independent_of_creation_order(tmp_path):

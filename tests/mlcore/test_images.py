@@ -181,8 +181,3 @@ def test_decode_into_fills_rows_and_zeroes_bad_ones(tmp_path):
     for i in (0, 2, 4):
         assert np.array_equal(out[i], decode_resized(paths[i], 20))
     assert seen and seen[-1] == len(paths)
-
-
-def test_describe_relative_to_root(tmp_path):
-    assert images.describe(tmp_path / "a" / "b.jpg", tmp_path) == "a/b.jpg"
-    assert images.describe(tmp_path / "a" / "b.jpg") == "b.jpg"

@@ -49,7 +49,7 @@ def test_the_cpu_and_numpy_allocators_failing_under_a_memory_limit_become_out_of
 
 
 def test_a_cuda_out_of_memory_names_the_gpu_and_precision_and_keeps_the_cause():
-    runtime = Runtime(torch.device("cuda", 0), torch.bfloat16, channels_last=True)
+    runtime = Runtime(torch.device("cuda", 0), torch.bfloat16)
     original = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.06 GiB")
     with (
         pytest.raises(OutOfMemory) as caught,

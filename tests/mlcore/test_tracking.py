@@ -10,7 +10,8 @@ from services import MlflowServer
 from mlcore.engine import Cancelled
 from mlcore.params import PredictParams, build, train_params
 from mlcore.predict import run_prediction
-from mlcore.tracking import MlflowTracker, list_versions, load_model, promote
+from mlcore.registry import Registry
+from mlcore.tracking import MlflowTracker
 from mlcore.train import run_training
 
 
@@ -44,15 +45,21 @@ def test_train_register_promote_predict_by_alias(tracking_server, tiny_train_val
     assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].tags[0].value == "training"
 
     mv = client.get_model_version("roundtrip", summary["model_version"])
-    assert mv.tags["threshold"] == f"{summary['threshold']:.6f}"
+    # Stored exactly (the float's repr): prediction applies the tuned value, not a rounded one.
+    assert (
+        float(mv.tags["threshold"]) == run.data.metrics["threshold"]
+        and repr(float(mv.tags["threshold"])) == mv.tags["threshold"]
+    )
+    assert float(mv.tags["threshold"]) == pytest.approx(summary["threshold"], abs=1e-6)
     assert mv.tags["run_id"] == run.info.run_id and mv.tags["arch"] == "resnet18" and mv.tags["image_size"] == "32"
     assert float(mv.tags["val_f1_weighted"]) == pytest.approx(summary["val_f1_weighted"], abs=1e-5)
 
-    promoted = promote("roundtrip", summary["model_version"])
+    registry = Registry()
+    promoted = registry.promote("roundtrip", summary["model_version"])
     assert promoted["previous_version"] is None
-    assert [r["aliases"] for r in list_versions("roundtrip")] == [["champion"]]
+    assert [r["aliases"] for r in registry.versions("roundtrip")] == [["champion"]]
 
-    model, info = load_model("models:/roundtrip@champion")
+    model, info = registry.load("models:/roundtrip@champion")
     assert (
         info["threshold"] == pytest.approx(summary["threshold"], abs=1e-6)
         and info["version"] == summary["model_version"]

@@ -30,6 +30,8 @@ from ui_helpers import (
     ui_config,
 )
 
+from worker.state import ready_key
+
 
 # -- a data root with the tiny dataset, and things that must never be read -----------------------
 @pytest.fixture(scope="session")
@@ -174,7 +176,7 @@ class UiStack:
 
         r = redis.Redis.from_url(self.redis.url)
         deadline = time.monotonic() + 90
-        while not r.exists(f"dataslayer:worker-ready:{self.worker.name}"):
+        while not r.exists(ready_key(self.worker.name)):
             if self.worker.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the worker did not start: {(self.root / 'worker.log').read_text()[-3000:]}")
             time.sleep(0.2)

@@ -13,7 +13,7 @@ import redis
 from queue_helpers import epoch_steps, versions_of, wait_until
 from services import MlflowServer
 
-from worker.client import enqueue
+from worker.broker import enqueue
 
 
 def _checkpointed(job_client, run_id):

@@ -3,7 +3,7 @@
 import pytest
 
 from mlcore.errors import ParamsError
-from worker.cli import _split_sweep
+from worker.commands.queue import _split_sweep
 from worker.sweep import MAX_CHILDREN, sweep_params
 
 

@@ -12,14 +12,11 @@ from typing import Any
 from flask import current_app
 
 from mlcore.errors import ParamsError
-from mlcore.params import MODEL_NAME_RE
+from mlcore.names import CHAMPION, IDEMPOTENCY_KEY_RE, MODEL_NAME_RE, PRIORITIES
 from webui.datasets import UnknownDataset, resolve_dataset
 from webui.jobqueue import jobs
 from webui.paramforms import WEB_CHOICES
-from worker.client import PRIORITIES
-from worker.sweep import SweepParams
 
-IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 SERVER_ONLY = {"data_dir", "output"}  # chosen by the server; a request may not set them
 
 
@@ -27,7 +24,7 @@ def idempotency_key(user: str, token: str | None) -> str | None:
     """The JobClient key of a form token (per user, so one user's token never matches another's)."""
     if not token:
         return None
-    if not IDEMPOTENCY_KEY.match(token):
+    if not IDEMPOTENCY_KEY_RE.match(token):
         raise ParamsError("idempotency_key", "expected 8 to 64 letters, digits, '-' or '_'")
     return f"webui:{user}:{token}"
 
@@ -110,8 +107,8 @@ def model_uri(version: Any) -> str:
     name = current_app.config["MODEL_NAME"]
     if not MODEL_NAME_RE.match(name):
         raise ParamsError("model", "the configured model name is invalid")
-    if version in (None, "", "champion"):
-        return f"models:/{name}@champion"
+    if version in (None, "", CHAMPION):
+        return f"models:/{name}@{CHAMPION}"
     if not re.fullmatch(r"\d{1,9}", str(version)):
         raise ParamsError("model_version", "expected a version number or 'champion'")
     return f"models:/{name}/{int(version)}"
@@ -128,8 +125,3 @@ def queue_predict(
     return jobs().submit_predict(
         values, priority=check_priority(priority), submitted_by=user, idempotency_key=key, run_name="submission"
     )
-
-
-def sweep_fields() -> set[str]:
-    """SweepParams' own settings (besides base, grid and ranges)."""
-    return set(SweepParams.model_fields) - {"base", "grid", "ranges"}

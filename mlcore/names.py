@@ -1,0 +1,73 @@
+"""The project's shared vocabulary: job statuses, types and priorities, run tags, metric and alias names.
+
+Every layer (`mlcore`, `worker`, `webui`) imports these names from here, so a status, a tag or the
+selection metric is spelled once; the OpenAPI enums and the UI filters are built from the same lists.
+"""
+
+from __future__ import annotations
+
+import re
+
+# An MLflow run's status is the job's status (a queued job is a SCHEDULED run).
+STATUSES = ("SCHEDULED", "RUNNING", "FINISHED", "FAILED", "KILLED")
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+JOB_TYPES = ("train", "sweep", "predict")
+PRIORITIES = ("high", "normal", "low")
+
+# The notebook's selection metric (weighted F1 at argmax), per epoch and of the best epoch.
+SELECTION_METRIC = "val_f1_weighted"
+BEST_SELECTION_METRIC = "best_" + SELECTION_METRIC
+CHAMPION = "champion"  # the registry alias a submission is generated from
+DEFAULT_MODEL_NAME = "fall-detector"
+DEFAULT_EXPERIMENT = "dataslayer"
+DEFAULT_STATE_DIR = ".state"
+
+RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class Tag:
+    """Run tags the project writes (MLflow's own tags keep their `mlflow.` names)."""
+
+    PREFIX = "dataslayer."
+    # what the job is and who asked for it
+    JOB_TYPE = PREFIX + "job_type"
+    QUEUE = PREFIX + "queue"
+    PRIORITY = PREFIX + "priority"
+    SUBMITTED_BY = PREFIX + "submitted_by"
+    SUBMITTED_AT = PREFIX + "submitted_at"
+    PARAMS_JSON = PREFIX + "params_json"  # the parameters as the task received them: lets the reconciler requeue
+    PRESET = PREFIX + "preset"
+    VERSION = PREFIX + "version"
+    # a delivery of the job
+    STARTED_AT = PREFIX + "started_at"
+    ATTEMPT = PREFIX + "attempt"
+    WORKER = PREFIX + "worker"
+    EPOCH = PREFIX + "epoch"
+    RESUMED_FROM_EPOCH = PREFIX + "resumed_from_epoch"
+    RECOVERED = PREFIX + "recovered"
+    REQUEUE_PENDING = PREFIX + "requeue_pending"
+    ENQUEUED = PREFIX + "enqueued"
+    # how it ended
+    FAILURE = PREFIX + "failure"
+    WARNING = PREFIX + "warning"
+    TRACKING_FAILURES = PREFIX + "tracking_failures"
+    # what it produced
+    THRESHOLD = PREFIX + "threshold"
+    MODEL_NAME = PREFIX + "model_name"
+    MODEL_VERSION = PREFIX + "model_version"
+    MODEL_URI = PREFIX + "model_uri"
+    REGISTERED_MODEL = PREFIX + "registered_model"
+    DATASET_FINGERPRINT = PREFIX + "dataset_fingerprint"
+    DATASET_IMAGES = PREFIX + "dataset_images"
+    DATASET_INPUT = PREFIX + "dataset_input"
+    # sweeps
+    SWEEP_SIZE = PREFIX + "sweep_size"
+    SWEEP_INDEX = PREFIX + "sweep_index"
+    MAX_CONCURRENT = PREFIX + "max_concurrent"
+    PROMOTE_BEST = PREFIX + "promote_best"
+    BEST_CHILD_RUN_ID = PREFIX + "best_child_run_id"
+    # MLflow's own
+    PARENT_RUN_ID = "mlflow.parentRunId"
+    USER = "mlflow.user"

@@ -1,0 +1,5 @@
+"""`python -m worker` runs the full dataslayer command."""
+
+from worker.cli import main
+
+main()

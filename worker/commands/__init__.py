@@ -1,0 +1,1 @@
+"""The `dataslayer` command's queue and stack commands (composed with mlcore's in `worker.cli`)."""
