@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mlcore.bench_quality import main
+from mlcore.bench.quality import main
 
 
 def test_both_settings_are_trained_per_seed_and_tabled(demo_root, tmp_path, capsys):

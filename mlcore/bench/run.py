@@ -29,9 +29,9 @@ from typing import Callable, Iterator
 
 import torch
 
-from mlcore import bench_engine as be
-from mlcore.bench_measure import CpuBusy, Runner, machine_info, measure, peak_device_mb, sync
-from mlcore.bench_notebook import CNN, NotebookTrainer, decode_resize, notebook_predict
+from mlcore.bench import engine as be
+from mlcore.bench.measure import CpuBusy, Runner, machine_info, measure, peak_device_mb, sync
+from mlcore.bench.notebook import CNN, NotebookTrainer, decode_resize, notebook_predict
 from mlcore.cache import build_image_cache
 from mlcore.demo_data import write_jpeg_frames
 from mlcore.engine import select_device
@@ -547,7 +547,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_table(results))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

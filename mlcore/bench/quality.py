@@ -1,4 +1,4 @@
-"""`python -m mlcore.bench_quality`: does the throughput preset's large batch keep model quality?
+"""`python -m mlcore.bench.quality`: does the throughput preset's large batch keep model quality?
 
 On the demo data (generated at a chosen size, or an existing dataset) it trains the batch-16
 setting and the large-batch setting for the same number of epochs and seeds, and prints the
@@ -111,7 +111,7 @@ def format_table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison from the command line; the table is printed last."""
-    p = argparse.ArgumentParser(prog="python -m mlcore.bench_quality", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m mlcore.bench.quality", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="an existing dataset root (default: generate the demo data)")
     p.add_argument("--subjects", type=int, default=10, help="demo subjects to generate (default 10)")
     p.add_argument("--images-per-class", type=int, default=160, help="demo images per subject and class (default 160)")
