@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from mlcore.bench.options import option
+
 FRAME_SIZE = (640, 480)
 # The notebook's rows: every ratio in the table is taken against the one of its kind.
 NOTEBOOK = "notebook: PIL + torchvision transforms, DataLoader workers=0, fp32"
@@ -46,27 +48,35 @@ DEFAULTS = {
 }
 
 
+ARCHS = ("resnet18", "resnet34", "resnet50")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
 @dataclass
 class BenchConfig:
-    """What to measure; fields left None take the device's defaults from DEFAULTS."""
+    """What to measure, one command-line option per field; fields left None take the device's DEFAULTS."""
 
-    device: str = "auto"
-    images: int | None = None  # generated 640x480 JPEG frames, the training data of every configuration
-    image_size: int | None = None
-    arch: str | None = None
-    batch_size: int = 16  # the notebook's
-    large_batch: int | None = None  # the throughput preset's
-    precision: str = "auto"  # of the fast configurations; auto: bf16 on CUDA and on CPUs with native bf16
-    compile: bool | None = None
-    test_images: int | None = None
-    predict_batch: int | None = None
-    rounds: int | None = None
-    round_seconds: float | None = None
-    job_images: int = 10_000
-    job_epochs: int = 20
-    e2e_images: int | None = None
-    e2e_epochs: int | None = None  # 0 skips the end-to-end job
-    data_dir: str | None = None  # keep (and reuse) the generated frames here
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    images: int | None = option(None, "640x480 JPEG frames to generate, the training data of every configuration")
+    image_size: int | None = option(None, "training size in pixels")
+    arch: str | None = option(None, "model", choices=ARCHS)
+    batch_size: int = option(16, "the notebook's batch size")
+    large_batch: int | None = option(None, "the throughput preset's batch")
+    precision: str = option(
+        "auto",
+        "precision of the fast configurations; auto: bf16 on CUDA and on CPUs with native bf16",
+        choices=PRECISIONS,
+    )
+    compile: bool | None = option(None, "also measure torch.compile")
+    test_images: int | None = option(None, "images predicted per prediction job, at most --images")
+    predict_batch: int | None = option(None, "inference batch")
+    rounds: int | None = option(None, "interleaved timed rounds per configuration, median reported")
+    round_seconds: float | None = option(None, "target seconds per configuration per round")
+    job_images: int = option(10_000, "images of the projected full job")
+    job_epochs: int = option(20, "epochs of the projected full job")
+    e2e_images: int | None = option(None, "images of the job measured end to end, at most --images")
+    e2e_epochs: int | None = option(None, "epochs of the job measured end to end, 0 skips it")
+    data_dir: str | None = option(None, "keep the generated frames here and reuse them next time")
 
 
 def resolve_config(config: BenchConfig, device: torch.device) -> BenchConfig:
@@ -80,7 +90,7 @@ def resolve_config(config: BenchConfig, device: torch.device) -> BenchConfig:
         raise ValueError(
             f"images ({config.images}) must hold at least one batch of {max(config.batch_size, config.large_batch)}"
         )
-    if config.precision not in ("auto", "bf16", "fp32"):
+    if config.precision not in PRECISIONS:
         raise ValueError(f"precision must be auto, bf16 or fp32, got {config.precision!r}")
     if config.e2e_epochs and config.e2e_images < 40:
         raise ValueError("e2e_images must be at least 40 (5 subjects with both classes)")

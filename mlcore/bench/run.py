@@ -31,6 +31,7 @@ import torch
 
 from mlcore.bench import engine as be
 from mlcore.bench.config import (
+    DEFAULTS,
     FRAME_SIZE,
     NOTEBOOK,
     NOTEBOOK_PREDICT,
@@ -41,6 +42,7 @@ from mlcore.bench.config import (
 )
 from mlcore.bench.measure import CpuBusy, Runner, machine_info, measure, sync
 from mlcore.bench.notebook import CNN, NotebookTrainer, decode_resize, notebook_predict
+from mlcore.bench.options import add_options
 from mlcore.bench.report import format_table, memory_figures, summary_notes, table_rows
 from mlcore.cache import build_image_cache
 from mlcore.demo_data import write_jpeg_frames
@@ -309,37 +311,10 @@ def _release(device: torch.device) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line; every option maps to a BenchConfig field of the same name."""
+    """The command line: BenchConfig's fields as options, plus where the JSON goes and quiet."""
     p = argparse.ArgumentParser(prog="python -m mlcore.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--images", type=int, help="640x480 JPEG frames to generate (default: cuda 4096, cpu 256)")
-    p.add_argument("--image-size", type=int, help="training size in pixels (default: cuda 224, cpu 112)")
-    p.add_argument("--arch", choices=("resnet18", "resnet34", "resnet50"), help="model (default resnet50)")
+    add_options(p, BenchConfig, defaults=DEFAULTS)
     p.add_argument("--json", dest="json_path", metavar="PATH", help="write every figure and the machine facts here")
-    p.add_argument("--batch-size", type=int, default=16, help="the notebook's batch size (default 16)")
-    p.add_argument("--large-batch", type=int, help="the throughput preset's batch (default: cuda 256, cpu 64)")
-    p.add_argument(
-        "--precision", choices=("auto", "bf16", "fp32"), default="auto", help="precision of the fast settings"
-    )
-    p.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="also measure torch.compile (default: on for cuda)",
-    )
-    p.add_argument("--test-images", type=int, help="images predicted per prediction job")
-    p.add_argument("--predict-batch", type=int, help="inference batch (default: cuda 512, cpu 128)")
-    p.add_argument(
-        "--rounds",
-        type=int,
-        help="interleaved timed rounds per configuration, median reported (default: cuda 3, cpu 5)",
-    )
-    p.add_argument("--round-seconds", type=float, help="target seconds per configuration per round")
-    p.add_argument("--job-images", type=int, default=10_000, help="images of the projected full job")
-    p.add_argument("--job-epochs", type=int, default=20, help="epochs of the projected full job")
-    p.add_argument("--e2e-images", type=int, help="images of the job measured end to end")
-    p.add_argument("--e2e-epochs", type=int, help="epochs of the job measured end to end (0 skips it)")
-    p.add_argument("--data-dir", help="keep the generated frames here and reuse them next time")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return p.parse_args(argv)
 
