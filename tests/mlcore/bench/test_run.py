@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import fields
 
 import pytest
 
-from mlcore.bench import format_table, main, run_benchmark
+from mlcore.bench import BenchConfig, format_table, main, run_benchmark
+from mlcore.bench.run import parse_args
 
 TINY = dict(
     images=48,
@@ -148,3 +150,14 @@ def test_bad_sizes_are_refused_before_any_work(capsys):
     assert "images (8) must hold at least one batch" in capsys.readouterr().err
     with pytest.raises(TypeError, match="unknown benchmark options"):
         run_benchmark("cpu", imagez=3)
+
+
+def test_every_config_field_is_an_option_with_its_default_and_help_runs():
+    parsed = vars(parse_args([]))
+    assert set(parsed) == {f.name for f in fields(BenchConfig)} | {"json_path", "quiet"}
+    assert all(parsed[f.name] == f.default for f in fields(BenchConfig))
+    assert (parse_args(["--compile"]).compile, parse_args(["--no-compile"]).compile) == (True, False)
+    proc = subprocess.run([sys.executable, "-m", "mlcore.bench", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(f"--{f.name.replace('_', '-')}" in proc.stdout for f in fields(BenchConfig))
+    assert "(default: cuda 4096, cpu 256)" in proc.stdout  # the per-device defaults, from DEFAULTS

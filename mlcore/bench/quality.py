@@ -1,4 +1,4 @@
-"""`python -m mlcore.bench_quality`: does the throughput preset's large batch keep model quality?
+"""`python -m mlcore.bench.quality`: does the throughput preset's large batch keep model quality?
 
 On the demo data (generated at a chosen size, or an existing dataset) it trains the batch-16
 setting and the large-batch setting for the same number of epochs and seeds, and prints the
@@ -17,7 +17,10 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from mlcore.bench.options import add_options, option
 
 REFERENCE_BATCH = 16
 WARMUP_EPOCHS = {"reference": 1.0, "large": 2.0}
@@ -37,34 +40,42 @@ def settings(base_lr: float, large_batch: int, epochs: int) -> dict[str, dict]:
     }
 
 
-def run_quality(
-    *,
-    data: str | None = None,
-    subjects: int = 10,
-    images_per_class: int = 160,
-    seeds=(0, 1, 2),
-    epochs: int = 8,
-    large_batch: int = 256,
-    base_lr: float = 5e-4,
-    device: str = "auto",
-    progress=None,
-) -> dict:
-    """Train every setting for every seed; return the rows (val F1 per seed, mean, gap to batch 16)."""
+@dataclass
+class QualityConfig:
+    """What the comparison trains, one command-line option per field."""
+
+    data: str | None = option(None, "an existing dataset root (default: generate the demo data)")
+    subjects: int = option(10, "demo subjects to generate")
+    images_per_class: int = option(160, "demo images per subject and class")
+    seeds: tuple[int, ...] = option((0, 1, 2), "seeds, each also picks the split")
+    epochs: int = option(8, "epochs of both settings")
+    large_batch: int = option(256, "the large batch")
+    base_lr: float = option(5e-4, "learning rate at batch 16, the quick preset's")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+
+
+def run_quality(*, progress=None, **options) -> dict:
+    """Train every setting for every seed (options: QualityConfig fields); return the rows: val F1s, mean, gap."""
     from mlcore.demo_data import generate_demo_dataset
     from mlcore.params import train_params
     from mlcore.train import run_training
 
+    config = QualityConfig(**options)
     say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="dataslayer-quality-") as tmp:
-        root = Path(data) if data else Path(tmp) / "demo"
-        if not data:
-            say(f"generating the demo data: {subjects} subjects x 2 classes x {images_per_class} images")
-            generate_demo_dataset(root, subjects=subjects, images_per_class=images_per_class, test_images=1)
+        root = Path(config.data) if config.data else Path(tmp) / "demo"
+        if not config.data:
+            say(f"generating the demo data: {config.subjects} subjects x 2 classes x {config.images_per_class} images")
+            generate_demo_dataset(
+                root, subjects=config.subjects, images_per_class=config.images_per_class, test_images=1
+            )
         rows = []
-        for name, values in settings(base_lr, large_batch, epochs).items():
+        for name, values in settings(config.base_lr, config.large_batch, config.epochs).items():
             scores, train_images, seconds = [], 0, 0.0
-            for seed in seeds:
-                params = train_params("quick", data_dir=str(root), epochs=epochs, seed=seed, device=device, **values)
+            for seed in config.seeds:
+                params = train_params(
+                    "quick", data_dir=str(root), epochs=config.epochs, seed=seed, device=config.device, **values
+                )
                 t0 = time.perf_counter()
                 summary = run_training(params, cache_dir=Path(tmp) / "cache")
                 seconds += time.perf_counter() - t0
@@ -84,10 +95,10 @@ def run_quality(
     for row in rows:
         row["gap_to_reference"] = row["mean"] - rows[0]["mean"]
     return {
-        "data": data or f"demo: {subjects} subjects x 2 classes x {images_per_class} images",
+        "data": config.data or f"demo: {config.subjects} subjects x 2 classes x {config.images_per_class} images",
         "train_images": train_images,
-        "epochs": epochs,
-        "seeds": list(seeds),
+        "epochs": config.epochs,
+        "seeds": list(config.seeds),
         "rows": rows,
     }
 
@@ -111,17 +122,8 @@ def format_table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison from the command line; the table is printed last."""
-    p = argparse.ArgumentParser(prog="python -m mlcore.bench_quality", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", help="an existing dataset root (default: generate the demo data)")
-    p.add_argument("--subjects", type=int, default=10, help="demo subjects to generate (default 10)")
-    p.add_argument("--images-per-class", type=int, default=160, help="demo images per subject and class (default 160)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (each also picks the split)")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--large-batch", type=int, default=256)
-    p.add_argument(
-        "--base-lr", type=float, default=5e-4, help="learning rate at batch 16 (default: the quick preset's)"
-    )
-    p.add_argument("--device", default="auto")
+    p = argparse.ArgumentParser(prog="python -m mlcore.bench.quality", description=__doc__.split("\n\n")[0])
+    add_options(p, QualityConfig)
     p.add_argument("--json", dest="json_path", metavar="PATH", help="write the results here")
     args = vars(p.parse_args(argv))
     json_path = args.pop("json_path")

@@ -23,114 +23,30 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
-from mlcore import bench_engine as be
-from mlcore.bench_measure import CpuBusy, Runner, machine_info, measure, peak_device_mb, sync
-from mlcore.bench_notebook import CNN, NotebookTrainer, decode_resize, notebook_predict
+from mlcore.bench import engine as be
+from mlcore.bench.config import (
+    DEFAULTS,
+    FRAME_SIZE,
+    NOTEBOOK,
+    NOTEBOOK_PREDICT,
+    VAL_FRACTION,
+    BenchConfig,
+    fast_precision,
+    resolve_config,
+)
+from mlcore.bench.measure import CpuBusy, Runner, machine_info, measure, sync
+from mlcore.bench.notebook import CNN, NotebookTrainer, decode_resize, notebook_predict
+from mlcore.bench.options import add_options
+from mlcore.bench.report import format_table, memory_figures, summary_notes, table_rows
 from mlcore.cache import build_image_cache
 from mlcore.demo_data import write_jpeg_frames
 from mlcore.engine import select_device
-
-FRAME_SIZE = (640, 480)
-NOTEBOOK = "notebook: PIL + torchvision transforms, DataLoader workers=0, fp32"
-NOTEBOOK_PREDICT = "notebook predict: PIL + val_transform, bs16, fp32"
-NOTEBOOK_DECODE = "notebook decode + Resize: PIL, 1 core"
-VAL_FRACTION = 0.2
-
-# Defaults per device type: a GPU gets the reference figures' setting; 2 CPU cores get a run of
-# about two minutes, ResNet50 at 112 px for the notebook and the engine alike (more, shorter rounds:
-# a shared CPU's load comes in bursts, and the median of five resists two bad rounds).
-DEFAULTS = {
-    "cuda": dict(
-        images=4096,
-        image_size=224,
-        arch="resnet50",
-        large_batch=256,
-        compile=True,
-        test_images=2048,
-        predict_batch=512,
-        rounds=3,
-        round_seconds=2.0,
-        e2e_images=1024,
-        e2e_epochs=3,
-    ),
-    "cpu": dict(
-        images=256,
-        image_size=112,
-        arch="resnet50",
-        large_batch=64,
-        compile=False,
-        test_images=128,
-        predict_batch=128,
-        rounds=5,
-        round_seconds=1.0,
-        e2e_images=160,
-        e2e_epochs=2,
-    ),
-}
-
-
-@dataclass
-class BenchConfig:
-    """What to measure; fields left None take the device's defaults from DEFAULTS."""
-
-    device: str = "auto"
-    images: int | None = None  # generated 640x480 JPEG frames, the training data of every configuration
-    image_size: int | None = None
-    arch: str | None = None
-    batch_size: int = 16  # the notebook's
-    large_batch: int | None = None  # the throughput preset's
-    precision: str = "auto"  # of the fast configurations; auto: bf16 on CUDA and on CPUs with native bf16
-    compile: bool | None = None
-    test_images: int | None = None
-    predict_batch: int | None = None
-    rounds: int | None = None
-    round_seconds: float | None = None
-    job_images: int = 10_000
-    job_epochs: int = 20
-    e2e_images: int | None = None
-    e2e_epochs: int | None = None  # 0 skips the end-to-end job
-    data_dir: str | None = None  # keep (and reuse) the generated frames here
-
-
-def resolve_config(config: BenchConfig, device: torch.device) -> BenchConfig:
-    """Fill the device defaults in and check that the sizes fit together."""
-    for key, value in DEFAULTS["cuda" if device.type == "cuda" else "cpu"].items():
-        if getattr(config, key) is None:
-            setattr(config, key, value)
-    config.test_images = min(config.test_images, config.images)
-    config.e2e_images = min(config.e2e_images, config.images)
-    if config.images < max(config.batch_size, config.large_batch):
-        raise ValueError(
-            f"images ({config.images}) must hold at least one batch of {max(config.batch_size, config.large_batch)}"
-        )
-    if config.precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16 or fp32, got {config.precision!r}")
-    if config.e2e_epochs and config.e2e_images < 40:
-        raise ValueError("e2e_images must be at least 40 (5 subjects with both classes)")
-    return config
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where oneDNN's bf16 kernels beat fp32."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def fast_precision(requested: str, device: torch.device) -> str:
-    """The precision of the fast configurations."""
-    if requested != "auto":
-        return requested
-    return "bf16" if device.type == "cuda" or cpu_has_bf16() else "fp32"
 
 
 def train_specs(config: BenchConfig, device: torch.device) -> list[be.TrainSpec]:
@@ -377,9 +293,9 @@ def run_benchmark(
         _release(dev)
         results["predict"] = measure_prediction(config, dev, frames[: config.test_images], say)
         results["job"] = measure_job(config, dev, results, frames, labels, specs, root, say)
-    results["memory"] = _memory(results, dev)
+    results["memory"] = memory_figures(results, dev)
     results["machine"]["loadavg_end"] = list(os.getloadavg())
-    results["notes"] += _notes(results, dev)
+    results["notes"] += summary_notes(results, dev)
     results["rows"] = table_rows(results)
     if json_path is not None:
         Path(json_path).write_text(json.dumps(results, indent=2, default=str))
@@ -394,143 +310,11 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _memory(results: dict, device: torch.device) -> dict:
-    per = {name: r["peak_mb"] for group in ("train", "predict") for name, r in results[group].items()}
-    if device.type == "cuda":
-        return {
-            "kind": "torch.cuda.max_memory_allocated during each configuration's warm-up "
-            "(all models alive then included)",
-            "peak_mb": max([*per.values(), peak_device_mb(device)]),
-            "per_configuration_mb": per,
-        }
-    return {"kind": "peak RSS of the whole process (resource.getrusage)", "peak_mb": peak_device_mb(device)}
-
-
-def _notes(results: dict, device: torch.device) -> list[str]:
-    notes = [
-        "job wall times exclude MLflow logging and model registration",
-        "ceilings run the same model, optimizer and train step on one batch already on the device",
-    ]
-    e2e = results["job"].get("end_to_end", {})
-    if "skipped" in e2e:
-        notes.append(e2e["skipped"])
-    elif e2e:
-        notes.append("end-to-end first_step_s is what run_training reports: the end of its first epoch")
-    if device.type == "cpu":
-        notes.append("CPU: torch.compile is off unless --compile; bf16 autocast is used where the CPU has native bf16")
-    return notes
-
-
-def table_rows(results: dict) -> list[dict]:
-    """Rows of (configuration, img/s, ratio to the notebook's figure of the same kind, share of its ceiling)."""
-    rows = []
-
-    def add(name: str, rate: float, base: float | None, ceiling: float | None = None) -> None:
-        rows.append(
-            {
-                "configuration": name,
-                "img_per_s": rate,
-                "ratio_to_notebook": rate / base if base else None,
-                "share_of_ceiling": rate / ceiling if ceiling else None,
-            }
-        )
-
-    for group, base_name in (("train", NOTEBOOK), ("predict", NOTEBOOK_PREDICT)):
-        figures = results[group]
-        for name, r in figures.items():
-            ceiling = figures.get(r.get("ceiling", ""), {}).get("img_per_s")
-            add(
-                name + (f", bs{r['batch']}" if name == NOTEBOOK else ""),
-                r["img_per_s"],
-                figures[base_name]["img_per_s"],
-                ceiling,
-            )
-    decode = results["decode"]
-    add(NOTEBOOK_DECODE, decode["notebook_img_per_s"], decode["notebook_img_per_s"])
-    add(
-        f"decode into the cache: {decode['path']} ({decode['cpu_busy_share']:.0%} of all cores busy)",
-        decode["img_per_s"],
-        decode["notebook_img_per_s"],
-    )
-    job, config = results["job"], results["config"]
-    nb_wall = job["projection"]["notebook"]["wall_s"]
-    for name, p in job["projection"].items():
-        label = f"job {p['epochs']} epochs x {p['images']} images, projected ({_duration(p['wall_s'])}): {name}"
-        add(label, p["epochs"] * p["images"] / p["wall_s"], p["epochs"] * p["images"] / nb_wall)
-    e2e = job.get("end_to_end", {})
-    if "wall_s" in e2e:
-        add(
-            f"job {e2e['epochs_run']} epochs x {config['e2e_images']} images, "
-            f"measured end to end ({_duration(e2e['wall_s'])}; "
-            f"projected {_duration(e2e['projected']['wall_s'])}): {e2e['configuration']}",
-            e2e["epochs_run"] * config["e2e_images"] / e2e["wall_s"],
-            None,
-        )
-    return rows
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def _num(value: float) -> str:
-    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
-
-
-def format_table(results: dict) -> str:
-    """The facts (machine, first step, memory) and then the Markdown table of every figure."""
-    m, job, mem = results["machine"], results["job"], results["memory"]
-    lines = [
-        f"{m['device_name']} ({m['device']}), torch {m['torch']}, {m['cpu_count']} CPUs, {m['date']}, "
-        f"load {m['loadavg_start'][0]:.2f} -> {m['loadavg_end'][0]:.2f}",
-        f"command: {m['command']}",
-    ]
-    lines += [
-        f"time to first training step (decode + build + first step), {name}: {_duration(s)}"
-        for name, s in job["time_to_first_step_s"].items()
-    ]
-    lines.append(f"peak memory: {mem['peak_mb']:,.0f} MiB ({mem['kind']})")
-    lines += [f"note: {n}" for n in results["notes"]]
-    lines += ["", "| configuration | img/s | ratio to the notebook | share of its ceiling |", "|---|---:|---:|---:|"]
-    for r in results["rows"]:
-        ratio = f"{r['ratio_to_notebook']:.2f}x" if r["ratio_to_notebook"] else "-"
-        share = f"{r['share_of_ceiling']:.0%}" if r["share_of_ceiling"] else "-"
-        lines.append(f"| {r['configuration']} | {_num(r['img_per_s'])} | {ratio} | {share} |")
-    return "\n".join(lines)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line; every option maps to a BenchConfig field of the same name."""
+    """The command line: BenchConfig's fields as options, plus where the JSON goes and quiet."""
     p = argparse.ArgumentParser(prog="python -m mlcore.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--images", type=int, help="640x480 JPEG frames to generate (default: cuda 4096, cpu 256)")
-    p.add_argument("--image-size", type=int, help="training size in pixels (default: cuda 224, cpu 112)")
-    p.add_argument("--arch", choices=("resnet18", "resnet34", "resnet50"), help="model (default resnet50)")
+    add_options(p, BenchConfig, defaults=DEFAULTS)
     p.add_argument("--json", dest="json_path", metavar="PATH", help="write every figure and the machine facts here")
-    p.add_argument("--batch-size", type=int, default=16, help="the notebook's batch size (default 16)")
-    p.add_argument("--large-batch", type=int, help="the throughput preset's batch (default: cuda 256, cpu 64)")
-    p.add_argument(
-        "--precision", choices=("auto", "bf16", "fp32"), default="auto", help="precision of the fast settings"
-    )
-    p.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="also measure torch.compile (default: on for cuda)",
-    )
-    p.add_argument("--test-images", type=int, help="images predicted per prediction job")
-    p.add_argument("--predict-batch", type=int, help="inference batch (default: cuda 512, cpu 128)")
-    p.add_argument(
-        "--rounds",
-        type=int,
-        help="interleaved timed rounds per configuration, median reported (default: cuda 3, cpu 5)",
-    )
-    p.add_argument("--round-seconds", type=float, help="target seconds per configuration per round")
-    p.add_argument("--job-images", type=int, default=10_000, help="images of the projected full job")
-    p.add_argument("--job-epochs", type=int, default=20, help="epochs of the projected full job")
-    p.add_argument("--e2e-images", type=int, help="images of the job measured end to end")
-    p.add_argument("--e2e-epochs", type=int, help="epochs of the job measured end to end (0 skips it)")
-    p.add_argument("--data-dir", help="keep the generated frames here and reuse them next time")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return p.parse_args(argv)
 
@@ -547,7 +331,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_table(results))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

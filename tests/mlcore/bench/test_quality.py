@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from dataclasses import fields
 
-from mlcore.bench_quality import main
+from mlcore.bench.quality import QualityConfig, main
 
 
 def test_both_settings_are_trained_per_seed_and_tabled(demo_root, tmp_path, capsys):
@@ -40,3 +43,11 @@ def test_both_settings_are_trained_per_seed_and_tabled(demo_root, tmp_path, caps
     assert reference["gap_to_reference"] == 0.0
     table = capsys.readouterr().out.splitlines()
     assert table[-2].startswith("| batch 16, lr 0.0005 |") and table[-1].startswith("| batch 32, lr 0.001 (linear) |")
+
+
+def test_every_config_field_is_an_option_of_the_command_line():
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlcore.bench.quality", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(f"--{f.name.replace('_', '-')}" in proc.stdout for f in fields(QualityConfig))

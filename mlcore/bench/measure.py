@@ -133,8 +133,9 @@ def _cpu_name() -> str:
 def _command_line() -> str:
     """How this process was started, as `python -m module args` when run as a module."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    # A package run with -m has the spec of its __main__ submodule; the command names the package.
     head = (
-        ["python", "-m", spec.name]
+        ["python", "-m", spec.name.removesuffix(".__main__")]
         if spec is not None and spec.name
         else [os.path.basename(sys.executable), sys.argv[0]]
     )
