@@ -10,6 +10,7 @@ which is the layout the model runs in on CUDA.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -23,6 +24,7 @@ import torch
 from PIL import Image
 
 from mlcore import images
+from mlcore.disk import disk_full, ensure_free
 from mlcore.images import BadImage, decode_into, decode_resized
 
 CACHE_VERSION = 1  # bump when decoding changes, so stale caches are not reused
@@ -154,6 +156,18 @@ def _cache_paths(cache_dir: Path, key: str, size: int) -> tuple[Path, Path]:
     return stem.with_suffix(".npy"), stem.with_suffix(".json")
 
 
+def _reserve(path: Path) -> None:
+    """Allocate the whole file now, so a full disk is ENOSPC here rather than SIGBUS inside the mapping later."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # file systems without it: the free-space check stands
+            raise
+    finally:
+        os.close(fd)
+
+
 def _load_or_decode(
     paths: list[Path], size: int, device: torch.device, key: str | None, cache_dir: Path | None, progress
 ) -> tuple[np.ndarray, dict[int, str], str]:
@@ -170,17 +184,29 @@ def _load_or_decode(
             if progress:
                 progress(len(paths), len(paths))
             return arr, {int(k): v for k, v in info["bad"].items()}, "disk cache"
-    npy.parent.mkdir(parents=True, exist_ok=True)
+    shape = (len(paths), size, size, 3)
+    needed = int(np.prod(shape))
     tmp = npy.with_name(f"{npy.stem}.{os.getpid()}.tmp.npy")
-    # Decode straight into a file-backed array, then rename: a crash never leaves a half cache.
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-    bad = _decode(paths, size, out, device, report)
-    out.flush()
-    del out
-    os.replace(tmp, npy)
     meta_tmp = meta.with_name(meta.name + f".{os.getpid()}.tmp")
-    meta_tmp.write_text(json.dumps({"bad": {str(k): v for k, v in bad.items()}, "count": len(paths), "size": size}))
-    os.replace(meta_tmp, meta)
+    try:
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        ensure_free(npy.parent, needed)
+        # Decode straight into a file-backed array, then rename: a crash never leaves a half cache.
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        _reserve(tmp)
+        bad = _decode(paths, size, out, device, report)
+        out.flush()
+        del out
+        os.replace(tmp, npy)
+        meta_tmp.write_text(json.dumps({"bad": {str(k): v for k, v in bad.items()}, "count": len(paths), "size": size}))
+        os.replace(meta_tmp, meta)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        meta_tmp.unlink(missing_ok=True)
+        full = disk_full(exc, npy.parent, needed) if isinstance(exc, OSError) else None
+        if full is None:
+            raise
+        raise full from exc
     return np.load(npy, mmap_mode="c"), bad, "decoded"
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from mlcore.disk import disk_full, ensure_free
 from mlcore.errors import CheckpointError
 
 CHECKPOINT_NAME = "last.pt"
@@ -21,17 +22,35 @@ CHECKPOINT_NAME = "last.pt"
 def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write `state` to directory/last.pt via a temporary file and an atomic rename."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / CHECKPOINT_NAME
     tmp = directory / f".{CHECKPOINT_NAME}.{os.getpid()}.tmp"
+    needed = _tensor_bytes(state)
     try:
+        directory.mkdir(parents=True, exist_ok=True)
+        ensure_free(directory, needed)
         torch.save(state, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)
+    except (OSError, RuntimeError) as exc:
+        full = disk_full(exc, final, needed)
+        if full is None:
+            raise
+        raise full from exc
     finally:
-        tmp.unlink(missing_ok=True)  # only left when saving failed
+        tmp.unlink(missing_ok=True)  # only left when saving failed; the previous checkpoint stays whole
     return final
+
+
+def _tensor_bytes(value) -> int:
+    """What the tensors in a (nested) state take on disk, about."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
 
 
 def load_checkpoint(directory: str | os.PathLike | None) -> dict[str, Any] | None:

@@ -23,6 +23,10 @@ class OutOfMemory(RuntimeError):
     """The job ran out of memory; the message names the device and the parameters to lower."""
 
 
+class DiskFull(OSError):
+    """A disk filled up while the job wrote to it; the message names the path and how much was needed."""
+
+
 class Cancelled(Exception):
     """The caller asked the job to stop."""
 
@@ -49,6 +53,7 @@ USER_ERRORS = (
     WeightsUnavailable,
     CheckpointError,
     OutOfMemory,
+    DiskFull,
     LookupError,
     FileNotFoundError,
     ConnectionError,

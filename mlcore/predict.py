@@ -19,6 +19,7 @@ from torch import nn
 
 from mlcore.cache import build_image_cache
 from mlcore.data import list_test_images
+from mlcore.disk import disk_full
 from mlcore.engine import Runtime, make_runtime, out_of_memory, predict_logits, prepare_model, select_device
 from mlcore.hooks import JobHooks, NullTracker, Tracker
 from mlcore.params import PredictParams
@@ -116,10 +117,16 @@ def _predict(
     hooks.progress({"phase": "predicting", "done": len(files), "total": len(files)})
     labels = (probs > threshold).astype(int)  # strict, as the notebook
     ids = [f.name for f in files]
-    submission = write_submission(ids, labels, params.output)
-    probabilities = write_probabilities(
-        ids, probs, labels, cache.bad, submission.with_name(f"{submission.stem}_probabilities.csv")
-    )
+    try:
+        submission = write_submission(ids, labels, params.output)
+        probabilities = write_probabilities(
+            ids, probs, labels, cache.bad, submission.with_name(f"{submission.stem}_probabilities.csv")
+        )
+    except OSError as exc:
+        full = disk_full(exc, Path(params.output).parent)
+        if full is None:
+            raise
+        raise full from exc
     bad = [{"file": ids[i], "reason": r} for i, r in sorted(cache.bad.items())]
     result = {
         "run_id": tracker.run_id,

@@ -29,11 +29,31 @@ from mlflow.types import Schema, TensorSpec
 
 import mlcore
 from mlcore import plots
+from mlcore.disk import disk_full
 from mlcore.errors import Cancelled, Suspended
 from mlcore.names import BEST_SELECTION_METRIC, DEFAULT_EXPERIMENT, SELECTION_METRIC, Tag
 
 log = logging.getLogger(__name__)
-END_GRACE_S = float(os.environ.get("DATASLAYER_TRACKING_GRACE_S", 600))
+RETRY_EVERY_S = 2.0
+
+
+def outage_s() -> float:
+    """How long the end of a job waits through a tracking-server outage: DATASLAYER_TRACKING_OUTAGE_S (600 s)."""
+    return float(os.environ.get("DATASLAYER_TRACKING_OUTAGE_S") or 600)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether an error from MLflow's client means the server could not be reached (rather than a refusal)."""
+    import requests
+
+    for err in (exc, exc.__context__, exc.__cause__):
+        if isinstance(err, (requests.exceptions.RequestException, ConnectionError)):
+            return True
+    if not isinstance(exc, MlflowException):
+        return False
+    # MLflow wraps connection failures after its own retries in a plain MlflowException.
+    text = str(exc)
+    return "failed with exception" in text or any(f"error code {code}" in text for code in (500, 502, 503, 504))
 
 
 def _git_commit() -> str | None:
@@ -53,6 +73,10 @@ def base_tags() -> dict[str, str]:
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return tags
+
+
+class TrackingOutage(ConnectionError):
+    """The tracking server stayed unreachable past DATASLAYER_TRACKING_OUTAGE_S at the end of a job."""
 
 
 class MlflowTracker:
@@ -103,33 +127,53 @@ class MlflowTracker:
             # Preempted (back to SCHEDULED, resumed from its checkpoint) or lease lost (another
             # worker owns the run now: leave it alone; this process is about to exit).
             if exc.status is not None:
-                self._retry(self.flush)
-                self._retry(lambda: mlflow.end_run(exc.status))
+                self._retry(self.flush, "the kept metrics")
+                self._retry(lambda: mlflow.end_run(exc.status), "the run's status")
             return
         if exc_type is not None:
             status = "KILLED" if issubclass(exc_type, (Cancelled, KeyboardInterrupt, SystemExit)) else "FAILED"
             reason = "cancelled" if status == "KILLED" else f"{exc_type.__name__}: {exc}"
-            self._retry(lambda: self.client.set_tag(self.run_id, Tag.FAILURE, reason[:5000]))
+            self._retry(lambda: self.client.set_tag(self.run_id, Tag.FAILURE, reason[:5000]), "the failure reason")
             if status == "FAILED":
                 text = "".join(traceback.format_exception(exc_type, exc, tb))
-                self._retry(lambda: mlflow.log_text(text, "error/traceback.txt"))
-        self._retry(self.flush)
+                self._retry(lambda: mlflow.log_text(text, "error/traceback.txt"), "the traceback")
+        self._retry(self.flush, "the kept metrics")
         if self.failures:
-            self._retry(lambda: self.client.set_tag(self.run_id, Tag.TRACKING_FAILURES, str(self.failures)))
-        self._retry(lambda: mlflow.end_run(status))
+            failures = str(self.failures)
+            self._retry(lambda: self.client.set_tag(self.run_id, Tag.TRACKING_FAILURES, failures), "a tag")
+        self._retry(lambda: mlflow.end_run(status), "the run's status")
 
-    def _retry(self, fn) -> None:
-        """Call fn until it succeeds or the grace period ends (the server may be restarting)."""
-        deadline = time.monotonic() + END_GRACE_S
+    def _retry(self, fn, what: str = "the tracking call"):
+        """Call fn until it succeeds, through a server outage of up to DATASLAYER_TRACKING_OUTAGE_S; return its result.
+
+        Only an unreachable server is waited for: a refusal (a bad request) or a full local disk
+        fails at once, with its own reason.
+        """
+        limit = outage_s()
+        deadline = time.monotonic() + limit
+        waited = False
         while True:
             try:
-                fn()
-                return
-            except Exception as exc:  # noqa: BLE001 - any transport or server error
-                if time.monotonic() > deadline:
-                    log.error("giving up on the tracking server: %s", exc)
+                result = fn()
+                if waited:
+                    log.warning("the tracking server is back; %s went through", what)
+                return result
+            except Exception as exc:  # noqa: BLE001 - sorted below
+                full = disk_full(exc)
+                if full is not None:
+                    raise full from exc
+                if not unreachable(exc):
                     raise
-                time.sleep(2)
+                if time.monotonic() > deadline:
+                    log.error("giving up on the tracking server after %.0f s: %s", limit, exc)
+                    raise TrackingOutage(
+                        f"the tracking server stayed unreachable for {limit:.0f} s (DATASLAYER_TRACKING_OUTAGE_S) "
+                        f"while the job logged {what}: {str(exc).splitlines()[0][:300]}"
+                    ) from exc
+                if not waited:
+                    log.warning("the tracking server is unreachable; %s waits for it (up to %.0f s)", what, limit)
+                    waited = True
+                time.sleep(RETRY_EVERY_S)
 
     def _send(self, kind: str, payload: Any) -> None:
         """Queue a record and try to send everything queued; keep it for later when the server is down."""
@@ -204,44 +248,64 @@ class MlflowTracker:
 
     def _await_server(self) -> None:
         """Before the end-of-job records: wait (bounded) for the server, then send what was kept."""
-        self._retry(lambda: self.client.get_run(self.run_id))
-        self._retry(self.flush)
+        self._retry(lambda: self.client.get_run(self.run_id), "the end of the job")
+        self._retry(self.flush, "the kept metrics")
+
+    def _log_once(self, metrics: dict[str, float], what: str) -> None:
+        """Log end-of-job metrics the run does not have yet (a job ending a second time logs none twice)."""
+        have = self._retry(lambda: self.client.get_run(self.run_id).data.metrics, what)
+        missing = {k: float(v) for k, v in metrics.items() if k not in have}
+        if missing:
+            self._retry(lambda: mlflow.log_metrics(missing), what)
 
     def log_evaluation(self, ev: dict) -> None:
         """Plots, reports, the validation predictions table and the skipped-files list of the best model."""
         self._await_server()
-        for name, fig in (
-            ("plots/learning_curve.png", plots.learning_curve(ev["history"])),
-            ("plots/confusion_matrix.png", plots.confusion_matrix_figure(ev["report"]["confusion_matrix"])),
+        figures = (
+            ("plots/learning_curve.png", lambda: plots.learning_curve(ev["history"])),
+            ("plots/confusion_matrix.png", lambda: plots.confusion_matrix_figure(ev["report"]["confusion_matrix"])),
             (
                 "plots/confusion_matrix_at_threshold.png",
-                plots.confusion_matrix_figure(
+                lambda: plots.confusion_matrix_figure(
                     ev["report_at_threshold"]["confusion_matrix"], f"Confusion Matrix (threshold {ev['threshold']:.2f})"
                 ),
             ),
-            ("plots/f1_vs_threshold.png", plots.f1_threshold_figure(ev["thresholds"], ev["f1_curve"], ev["threshold"])),
-        ):
-            mlflow.log_figure(fig, name)
-            plots.close(fig)
+            (
+                "plots/f1_vs_threshold.png",
+                lambda: plots.f1_threshold_figure(ev["thresholds"], ev["f1_curve"], ev["threshold"]),
+            ),
+        )
+        for name, draw in figures:
+            fig = draw()
+            try:
+                self._retry(lambda f=fig, n=name: mlflow.log_figure(f, n), name)  # the same path overwrites next time
+            finally:
+                plots.close(fig)
+        documents = {
+            "reports/f1_vs_threshold.json": {
+                "thresholds": ev["thresholds"],
+                "f1": ev["f1_curve"],
+                "best": ev["threshold"],
+            },
+            "reports/skipped_files.json": {"count": len(ev["skipped"]), "files": ev["skipped"]},
+            "reports/dataset_counts.json": ev["dataset"],
+        }
         for key, rep in (("", ev["report"]), ("_at_threshold", ev["report_at_threshold"])):
-            mlflow.log_dict(
-                {"labels": rep["labels"], "matrix": rep["confusion_matrix"], "threshold": rep["threshold"]},
-                f"reports/confusion_matrix{key}.json",
-            )
-            mlflow.log_dict(rep["report"], f"reports/classification_report{key}.json")
-            mlflow.log_text(rep["text"], f"reports/classification_report{key}.txt")
-        mlflow.log_dict(
-            {"thresholds": ev["thresholds"], "f1": ev["f1_curve"], "best": ev["threshold"]},
-            "reports/f1_vs_threshold.json",
-        )
-        mlflow.log_table(
-            pd.DataFrame({"path": ev["files"], "label": ev["labels"], "probability": ev["probs"]}),
-            "tables/val_predictions.json",
-        )
-        mlflow.log_dict({"count": len(ev["skipped"]), "files": ev["skipped"]}, "reports/skipped_files.json")
-        mlflow.log_dict(ev["dataset"], "reports/dataset_counts.json")
+            documents[f"reports/confusion_matrix{key}.json"] = {
+                "labels": rep["labels"],
+                "matrix": rep["confusion_matrix"],
+                "threshold": rep["threshold"],
+            }
+            documents[f"reports/classification_report{key}.json"] = rep["report"]
+            text = rep["text"]
+            path = f"reports/classification_report{key}.txt"
+            self._retry(lambda t=text, p=path: mlflow.log_text(t, p), path)
+        for path, doc in documents.items():
+            self._retry(lambda d=doc, p=path: mlflow.log_dict(d, p), path)
+        table = pd.DataFrame({"path": ev["files"], "label": ev["labels"], "probability": ev["probs"]})
+        self._retry(lambda: mlflow.log_table(table, "tables/val_predictions.json"), "the validation predictions")
         best = ev["history"][ev["best_epoch"] - 1]
-        mlflow.log_metrics(
+        self._log_once(
             {
                 "best_epoch": ev["best_epoch"],
                 BEST_SELECTION_METRIC: best[SELECTION_METRIC],
@@ -249,9 +313,10 @@ class MlflowTracker:
                 "threshold": ev["threshold"],
                 "val_f1_at_threshold": ev["threshold_f1"],
                 "skipped_files": len(ev["skipped"]),
-            }
+            },
+            "the end-of-run metrics",
         )
-        self.set_tags({Tag.THRESHOLD: repr(float(ev["threshold"]))})
+        self._retry(lambda: self.client.set_tag(self.run_id, Tag.THRESHOLD, repr(float(ev["threshold"]))), "a tag")
 
     def log_model(self, model, info: dict) -> dict:
         """Log the best model and register it with its threshold as version tags, once per run.
@@ -264,9 +329,11 @@ class MlflowTracker:
 
         self._await_server()
         name = info["registered_model_name"]
-        version = self._registered_version(name)
-        if version is None:
-            version = self._log_and_register(model, info, name)
+        # One attempt = look for this run's version, register one if there is none: a retry after an
+        # outage in the middle of registering finds the version the lost response had created.
+        version = self._retry(
+            lambda: self._registered_version(name) or self._log_and_register(model, info, name), "the model"
+        )
         size = int(info["image_size"])
         tags = {
             "threshold": repr(float(info["threshold"])),  # exact: prediction applies the tuned value itself
@@ -278,8 +345,11 @@ class MlflowTracker:
             "torch": torch.__version__.split("+")[0],
         }
         for key, value in tags.items():
-            self.client.set_model_version_tag(name, version, key, value)
-        self.set_tags({Tag.MODEL_VERSION: version, Tag.REGISTERED_MODEL: name})
+            self._retry(
+                lambda k=key, v=value: self.client.set_model_version_tag(name, version, k, v), "the version tags"
+            )
+        self._retry(lambda: self.client.set_tag(self.run_id, Tag.MODEL_VERSION, version), "a tag")
+        self._retry(lambda: self.client.set_tag(self.run_id, Tag.REGISTERED_MODEL, name), "a tag")
         return {"model_name": name, "model_version": version, "model_uri": f"models:/{name}/{version}"}
 
     def _registered_version(self, name: str) -> str | None:
@@ -323,16 +393,19 @@ class MlflowTracker:
         """The submission, probabilities and report of a prediction job."""
         self._await_server()
         for f in files:
-            mlflow.log_artifact(f, "submission")
-        mlflow.log_dict(result, "reports/prediction.json")
-        mlflow.log_metrics(
-            {
-                "rows": result["rows"],
-                "positives": result["positives"],
-                "bad_files": result["bad_files"],
-                "threshold": result["threshold"],
-            }
+            self._retry(lambda f=f: mlflow.log_artifact(f, "submission"), Path(f).name)
+        self._retry(lambda: mlflow.log_dict(result, "reports/prediction.json"), "the prediction report")
+        self._log_once(
+            {k: result[k] for k in ("rows", "positives", "bad_files", "threshold")}, "the prediction metrics"
         )
+
+    def log_summary(self, summary: dict) -> None:
+        """The job's one-line summary as `summary.json` (the same path overwrites on a second end)."""
+        self._retry(lambda: mlflow.log_dict(summary, "summary.json"), "the summary")
+
+    def log_text(self, text: str, path: str) -> None:
+        """A text artifact (e.g. the job's log tail), waiting through an outage like every end-of-job record."""
+        self._retry(lambda: mlflow.log_text(text, path), path)
 
 
 # -- what the registry module needs from MLflow ----------------------------------------------------

@@ -14,7 +14,7 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     """Every test gets its own image cache; system-metrics sampling threads stay off in tests."""
     monkeypatch.setenv("DATASLAYER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("DATASLAYER_SYSTEM_METRICS", "0")
-    monkeypatch.setenv("DATASLAYER_TRACKING_GRACE_S", "30")
+    monkeypatch.setenv("DATASLAYER_TRACKING_OUTAGE_S", "30")
     # Settings are read once per process: a test that changes the environment sees its own.
     from worker.settings import get_settings
 
@@ -121,7 +121,7 @@ def queue_env(redis_server, tracking_server, tmp_path, monkeypatch) -> dict[str,
         "DATASLAYER_RECONCILE_S": "2",
         "DATASLAYER_MAX_ATTEMPTS": "2",
         "DATASLAYER_SYSTEM_METRICS": "0",
-        "DATASLAYER_TRACKING_GRACE_S": "120",
+        "DATASLAYER_TRACKING_OUTAGE_S": "120",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -158,3 +158,25 @@ def tiny_job(tiny_train_values, request) -> dict:
     """A seconds-long training job whose experiment and model names are unique to the test."""
     name = request.node.name.replace("[", "-").replace("]", "").replace("_", "-")[:60]
     return {**tiny_train_values, "epochs": 1, "experiment_name": name, "registered_model_name": name}
+
+
+# -- a small file system that fills up ---------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """Factory: small_disk(mb) mounts a tmpfs of that size (a real file system that fills up) and returns it."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(mb: int) -> Path:
+        point = tmp_path / f"disk-{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mb}m", "tmpfs", str(point)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"mounting a {mb} MB tmpfs needs root (CAP_SYS_ADMIN): {done.stderr.decode().strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)

@@ -193,3 +193,75 @@ class WorkerProcess:
         except ProcessLookupError:
             pass
         self.proc = None
+
+
+class SupervisedStack:
+    """The local stack exactly as `dataslayer up --detach` runs it (supervisor included), in its own state folder."""
+
+    def __init__(self, root: Path, data_root: Path, env: dict[str, str]):
+        self.root, self.state_dir = root, root / "state"
+        ports = {"DATASLAYER_REDIS_PORT": free_port(), "DATASLAYER_MLFLOW_PORT": free_port()}
+        self.env = {
+            **os.environ,
+            "DATASLAYER_STATE_DIR": str(self.state_dir),
+            "DATASLAYER_DATA_ROOT": str(data_root),
+            "DATASLAYER_WEBUI_PORT": str(free_port()),
+            **{k: str(v) for k, v in ports.items()},
+            **env,
+        }
+        for name in ("REDIS_URL", "MLFLOW_TRACKING_URI"):  # the stack's own addresses, not the test session's
+            self.env.pop(name, None)
+
+    def start(self) -> SupervisedStack:
+        """Start it in the background and wait until every service is up."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            [str(VENV_BIN / "dataslayer"), "up", "--detach"],
+            env=self.env,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"dataslayer up --detach failed:\n{done.stderr[-3000:]}")
+        config = self.state()["config"]
+        self.redis_url, self.tracking_uri = config["redis_url"], config["tracking_uri"]
+        return self
+
+    def state(self) -> dict:
+        """What the supervisor last wrote (stack.json)."""
+        import json
+
+        return json.loads((self.state_dir / "stack.json").read_text())
+
+    def pid(self, service: str) -> int:
+        """The pid of a service right now."""
+        return self.state()["services"][service]["pid"]
+
+    def kill(self, service: str, sig: int = 9) -> int:
+        """Signal a service's whole process group (a worker with its pool child and reconciler); returns the pid."""
+        pid = self.pid(service)
+        os.killpg(pid, sig)
+        return pid
+
+    def wait_running(self, service: str, not_pid: int | None = None, timeout: float = 120) -> None:
+        """Wait until the supervisor reports the service running again (under a new pid when `not_pid` is given)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s = self.state()["services"][service]
+            if s["state"] == "running" and s["pid"] != not_pid:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{service} was not running again within {timeout} s: {self.state()['services'][service]}")
+
+    def command(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run `dataslayer ARGS` against this stack."""
+        return subprocess.run(
+            [str(VENV_BIN / "dataslayer"), *args],
+            env=self.env,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )

@@ -41,8 +41,24 @@ def init_templating(app: Flask) -> None:
     @app.context_processor
     def common():
         return {
+            "stack_services": stack_services() if g.get("user") else [],
             "nav": NAV,
             "user": g.get("user"),
             "mlflow_url": current_app.config.get("MLFLOW_PUBLIC_URL", ""),
             "current_endpoint": request.endpoint or "",
         }
+
+
+def stack_services() -> list[dict]:
+    """The local stack's services as its supervisor last wrote them ([] outside a `dataslayer up` stack)."""
+    from worker.processes import pid_alive
+    from worker.supervisor import read_state
+
+    doc = read_state(current_app.config["STATE_DIR"])
+    if not doc:
+        return []
+    supervised = bool(doc.get("supervisor")) and pid_alive(doc["supervisor"])
+    return [
+        {"name": name, "state": s["state"] if supervised else "unsupervised", "restarts": s.get("restarts", 0)}
+        for name, s in doc.get("services", {}).items()
+    ]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+
 from celery import Celery
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import worker_init, worker_ready, worker_shutting_down
 
 from worker.settings import get_settings
 from worker.state import connect, drain_key, ready_key
+
+# What a job imports, loaded once by the worker's main process (see `_preload`).
+JOB_MODULES = ("mlflow.pytorch", "mlcore.train", "mlcore.predict", "worker.jobs", "worker.client", "worker.scheduler")
 
 # Redis priorities: 0 is served first. Kombu keeps one list per step.
 PRIORITY_STEPS = {"high": 0, "normal": 3, "low": 6}
@@ -63,6 +68,17 @@ def make_app() -> Celery:
 
 
 app = make_app()
+
+
+@worker_init.connect
+def _preload(**_):
+    """Import the job code before the pool starts: every job's fresh child is forked with it loaded.
+
+    That saves each job the ~10 s of importing torch, torchvision and MLflow on 2 cores. Importing
+    touches no CUDA (nothing here calls into the driver), so each child still makes its own context.
+    """
+    for name in JOB_MODULES:
+        importlib.import_module(name)
 
 
 @worker_ready.connect

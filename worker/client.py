@@ -22,7 +22,7 @@ from mlcore.errors import ParamsError
 from mlcore.names import JOB_TYPES, PRIORITIES, RUN_ID_RE, STATUSES, Tag
 from mlcore.params import PredictParams, TrainParams, build
 from mlcore.registry import Registry
-from worker.broker import enqueue
+from worker.broker import Broker, enqueue
 from worker.errors import QueueUnavailable, TrackingUnavailable, queue_calls, tracking_calls
 from worker.job import Job
 from worker.settings import Settings, get_settings
@@ -244,6 +244,8 @@ class JobClient:
             with self.queue():
                 leased = JobState(self.redis, run_id).lease_owner()
             if job.status == "SCHEDULED" and not leased:
+                with self.queue():
+                    Broker(self.settings).remove(run_id)  # it never starts, nor holds a place in line
                 with self.tracking():
                     self.mlflow.set_tag(run_id, Tag.FAILURE, "cancelled before it started")
                     self.mlflow.set_terminated(run_id, "KILLED")

@@ -14,6 +14,7 @@ import redis
 import requests
 from mlflow.exceptions import MlflowException
 
+from mlcore.tracking import unreachable
 from worker.settings import masked
 
 
@@ -25,26 +26,13 @@ class TrackingUnavailable(ConnectionError):
     """The MLflow server cannot be reached; nothing was queued."""
 
 
-def tracking_unreachable(exc: BaseException) -> bool:
-    """Whether an error from MLflow's client means the server could not be reached (rather than a refusal)."""
-    if isinstance(exc, requests.exceptions.RequestException):
-        return True
-    if isinstance(exc.__context__, requests.exceptions.RequestException):
-        return True
-    if not isinstance(exc, MlflowException):
-        return False
-    # MLflow wraps connection failures after its retries in a plain MlflowException.
-    text = str(exc)
-    return "failed with exception" in text or any(f"error code {code}" in text for code in (500, 502, 503, 504))
-
-
 @contextmanager
 def tracking_calls(uri: str) -> Iterator[None]:
     """Calls to the MLflow server at `uri`: an unreachable server becomes TrackingUnavailable."""
     try:
         yield
     except (MlflowException, requests.exceptions.RequestException) as exc:
-        if not tracking_unreachable(exc):
+        if not unreachable(exc):
             raise
         raise TrackingUnavailable(f"the tracking server ({masked(uri)}) is unavailable: {_first_line(exc)}") from None
 

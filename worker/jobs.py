@@ -136,7 +136,7 @@ def _execute(job_type: str, run_id: str, params: dict, hooks: JobHooks, state: J
     with MlflowTracker(experiment=experiment, run_id=run_id) as tracker:
         try:
             summary = _dispatch(job_type, run_id, params, hooks, tracker)
-            mlflow.log_dict(summary, "summary.json")
+            tracker.log_summary(summary)
             return summary
         except SoftTimeLimitExceeded:
             limit = s.train_time_limit if job_type == "train" else s.predict_time_limit
@@ -144,9 +144,17 @@ def _execute(job_type: str, run_id: str, params: dict, hooks: JobHooks, state: J
                 f"the job ran past its time limit ({limit} s; DATASLAYER_{job_type.upper()}_TIME_LIMIT)"
             ) from None
         finally:
-            tail = _quietly(lambda: state.log_tail(500), [])
-            if tail:
-                mlflow.log_text("\n".join(tail) + "\n", "logs/job.log")
+            _attach_log(tracker, state)
+
+
+def _attach_log(tracker, state: JobState) -> None:
+    """Attach the job's log tail to its run; a failure here is logged, never raised over the job's own error."""
+    try:
+        tail = _quietly(lambda: state.log_tail(500), [])
+        if tail:
+            tracker.log_text("\n".join(tail) + "\n", "logs/job.log")
+    except Exception as exc:  # noqa: BLE001 - the first error is the one the run records
+        log.warning("the job's log tail was not attached to its run: %s", exc)
 
 
 def _dispatch(job_type: str, run_id: str, params: dict, hooks: JobHooks, tracker) -> dict:
@@ -231,6 +239,9 @@ def run_job(job_type: str, run_id: str, params: dict, *, requeue, worker: str) -
     except Preempted:
         _quietly(state.forgive_attempt)
         heartbeat.publish({"phase": "queued", "note": "preempted by a worker shutdown; resumes from its checkpoint"})
+        # The lease goes first: a worker that takes the requeued message at once must not find it held.
+        heartbeat.stop()
+        _quietly(lambda: state.release_lease(owner))
         try:
             requeue()
         except Exception as exc:  # noqa: BLE001 - the broker is down: the reconciler requeues it later

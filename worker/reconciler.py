@@ -16,7 +16,7 @@ import logging
 import time
 
 from mlcore.names import Tag
-from worker.broker import enqueue
+from worker.broker import Broker
 from worker.processes import pid_alive
 from worker.scheduler import advance_sweep
 from worker.state import PREFIX, JobState
@@ -42,7 +42,13 @@ def reconcile_once() -> list[dict]:
 
 
 def reconcile(client) -> list[dict]:
-    """Requeue or fail RUNNING runs whose lease expired; advance sweeps whose children ended meanwhile."""
+    """Requeue or fail RUNNING runs whose lease expired; advance sweeps whose children ended meanwhile.
+
+    A requeued job keeps one message, at the front of its priority (`Broker.ensure_queued`): the
+    one Celery put back at the back, the one its dead worker held, or a new one if Redis lost it.
+    """
+    broker = Broker(client.settings)
+    grace = client.settings.lease_ttl
     actions = []
     for job in client.list_jobs(status="RUNNING", limit=1000):
         if job.job_type == "sweep":
@@ -56,26 +62,42 @@ def reconcile(client) -> list[dict]:
             reason = f"its worker stopped responding (lease expired) after {attempts} attempts"
             client.mlflow.set_tag(job.run_id, Tag.FAILURE, reason)
             client.mlflow.set_terminated(job.run_id, "FAILED")
+            broker.remove(job.run_id)  # a copy Celery requeued would only be skipped
             actions.append({"run_id": job.run_id, "action": "failed", "reason": reason})
             if job.parent_run_id:
                 advance_sweep(client, job.parent_run_id)
         elif Tag.PARAMS_JSON in job.tags:
             client.mlflow.update_run(job.run_id, status="SCHEDULED")
             client.mlflow.set_tag(job.run_id, Tag.RECOVERED, str(int(job.tags.get(Tag.RECOVERED, "0")) + 1))
-            enqueue(job.job_type, job.run_id, json.loads(job.tags[Tag.PARAMS_JSON]), job.priority, client.settings)
-            actions.append({"run_id": job.run_id, "action": "requeued"})
-    for job in client.list_jobs(status="SCHEDULED", limit=1000):
-        if (
-            job.tags.get(Tag.REQUEUE_PENDING) == "1"
-            and Tag.PARAMS_JSON in job.tags
-            and not JobState(client.redis, job.run_id).lease_owner()
-        ):
-            client.mlflow.set_tag(job.run_id, Tag.REQUEUE_PENDING, "0")
-            enqueue(job.job_type, job.run_id, json.loads(job.tags[Tag.PARAMS_JSON]), job.priority, client.settings)
-            actions.append({"run_id": job.run_id, "action": "requeued after preemption"})
+            params = json.loads(job.tags[Tag.PARAMS_JSON])
+            done = broker.ensure_queued(job.job_type, job.run_id, params, job.priority, grace=grace)
+            actions.append({"run_id": job.run_id, "action": "requeued", "message": done})
+    queued = broker.positions()
+    suspects = [j for j in client.list_jobs(status="SCHEDULED", limit=1000) if _lost(j, queued, broker, client, grace)]
+    if suspects:
+        # A worker's pop and its "unacknowledged" record are two steps: look again once that moment has passed.
+        time.sleep(1.0)
+        queued = broker.positions()
+        suspects = [j for j in (client.job(s.run_id, with_progress=False) for s in suspects) if j.status == "SCHEDULED"]
+    for job in suspects:
+        if _lost(job, queued, broker, client, grace):
+            params = json.loads(job.tags[Tag.PARAMS_JSON])
+            done = broker.ensure_queued(job.job_type, job.run_id, params, job.priority, grace=grace)
+            actions.append({"run_id": job.run_id, "action": "requeued a lost message", "message": done})
     for action in actions:
         log.warning("reconciler: %s", action)
     return actions
+
+
+def _lost(job, queued: dict[str, int], broker: Broker, client, grace: float) -> bool:
+    """A queued job with no message anywhere: not in line, not held by a worker, not leased (e.g. Redis lost it)."""
+    if job.job_type == "sweep" or Tag.PARAMS_JSON not in job.tags or job.run_id in queued:
+        return False
+    if job.parent_run_id and job.tags.get(Tag.ENQUEUED) != "1":
+        return False  # a sweep child its scheduler has not released yet
+    if time.time() - float(job.tags.get(Tag.SUBMITTED_AT, 0)) < grace:
+        return False  # its submit may still be sending the message
+    return not JobState(client.redis, job.run_id).lease_owner() and not broker.delivered(job.run_id)
 
 
 def main(argv: list[str] | None = None) -> None:

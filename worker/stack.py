@@ -9,20 +9,17 @@ restarts.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from worker.processes import pid_alive, stop_pids
 from worker.settings import Settings, get_settings
 from worker.state import ready_key
 
@@ -280,22 +277,16 @@ class StackError(ConnectionError):
 
 
 class Stack:
-    """Starts the services, waits for each to be healthy, and stops them in reverse order."""
+    """The stack of one state directory: its folders, ports, secrets and services (`worker.supervisor` runs them)."""
 
     def __init__(self, cfg: StackConfig, *, out: Callable[[str], None] = print):
         self.cfg, self.out = cfg, out
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.pidfile = cfg.state_dir / "stack.json"
 
     def prepare(self) -> None:
         """Create the state folders, pick free ports, and make sure there is a dataset to train on."""
         cfg = self.cfg
         for sub in ("redis", "mlflow/artifacts", "logs", "checkpoints", "cache"):
             (cfg.state_dir / sub).mkdir(parents=True, exist_ok=True)
-        if self.pidfile.exists() and any(
-            pid_alive(p) for p in json.loads(self.pidfile.read_text()).get("pids", {}).values()
-        ):
-            raise StackError(f"a stack is already running from {cfg.state_dir}; stop it with `dataslayer down`")
         cfg.redis_port = next_free_port(cfg.host, cfg.redis_port)
         cfg.mlflow_port = next_free_port(cfg.host, cfg.mlflow_port)
         cfg.webui_port = next_free_port(cfg.host, cfg.webui_port)
@@ -326,62 +317,6 @@ class Stack:
             ),
         }
 
-    def start(self, timeout: float = 120) -> None:
-        """Start every service in order, each healthy before the next starts."""
-        self.prepare()
-        for svc in service_commands(self.cfg, webui_env=self.webui_env()):
-            log = open(self.cfg.state_dir / "logs" / f"{svc.name}.log", "ab")
-            proc = subprocess.Popen(
-                svc.cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **svc.env},
-                start_new_session=True,
-                cwd=self.cfg.state_dir,
-            )
-            self.procs[svc.name] = proc
-            self._write_pids()
-            deadline = time.monotonic() + timeout
-            while svc.health is not None and not svc.health():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise StackError(
-                        f"{svc.name} did not start; see {self.cfg.state_dir / 'logs' / (svc.name + '.log')}"
-                    )
-                time.sleep(0.3)
-            self.out(f"  {svc.name:<8} up (pid {proc.pid})")
-
-    def _write_pids(self) -> None:
-        self.pidfile.write_text(
-            json.dumps(
-                {
-                    "pids": {n: p.pid for n, p in self.procs.items()},
-                    "config": {
-                        "redis_url": self.cfg.redis_url,
-                        "tracking_uri": self.cfg.tracking_uri,
-                        "webui_url": self.cfg.webui_url,
-                    },
-                }
-            )
-        )
-
-    def stop(self, grace: float = 60) -> None:
-        """Stop services in reverse order: SIGTERM (workers requeue their jobs), then SIGKILL after `grace`."""
-        stop_pids([(n, p.pid) for n, p in self.procs.items()], grace)
-        self.procs.clear()
-        self.pidfile.unlink(missing_ok=True)
-
-    def failed(self) -> str | None:
-        """The name of a service that exited, if any."""
-        return next((n for n, p in self.procs.items() if p.poll() is not None), None)
-
-
-def down(state_dir: Path) -> list[str]:
-    """Stop a stack started in the background from `state_dir`; returns the services stopped."""
-    pidfile = state_dir / "stack.json"
-    if not pidfile.exists():
-        return []
-    pids = list(json.loads(pidfile.read_text())["pids"].items())
-    stop_pids(pids)
-    pidfile.unlink(missing_ok=True)
-    return [n for n, _ in pids]
+    def services(self) -> list[Service]:
+        """The services of this stack, in start order."""
+        return service_commands(self.cfg, webui_env=self.webui_env())

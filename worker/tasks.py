@@ -25,7 +25,7 @@ def _transient(exc: Exception) -> bool:
 
 
 def _run(task, job_type: str, run_id: str, params: dict) -> dict:
-    from worker.broker import enqueue
+    from worker.broker import Broker
     from worker.celery_app import PRIORITY_STEPS
     from worker.client import JobClient
     from worker.jobs import run_job
@@ -38,7 +38,8 @@ def _run(task, job_type: str, run_id: str, params: dict) -> dict:
             job_type,
             run_id,
             params,
-            requeue=lambda: enqueue(job_type, run_id, params, priority),
+            # Back at the front of its priority, as its one message (worker/broker.py).
+            requeue=lambda: Broker().ensure_queued(job_type, run_id, params, priority, grace=0),
             worker=task.request.hostname or "worker",
         )
     except Exception as exc:

@@ -149,3 +149,48 @@ def test_a_dataset_input_lost_to_a_server_race_is_retried_not_fatal(tracking_ser
         tracker.log_dataset(dataset, [0, 1], [2])
     run = MlflowClient().get_run(tracker.run_id)
     assert len(calls) == 2 and run.info.status == "FINISHED" and len(run.inputs.dataset_inputs) == 1
+
+
+def test_a_job_ending_twice_logs_its_end_once_and_registers_one_version(tracking_server, tiny_train_values, tmp_path):
+    """A kill during the end of a job, then the resumed job ends again: the end is safe to repeat."""
+    params = train_params(**tiny_train_values, registered_model_name="twice", experiment_name="twice")
+    with MlflowTracker(experiment="twice") as tracker:
+        first = run_training(params, tracker=tracker, checkpoint_dir=tmp_path / "ckpt")
+    with MlflowTracker(experiment="twice", run_id=first["run_id"]) as tracker:  # the redelivered job
+        second = run_training(params, tracker=tracker, checkpoint_dir=tmp_path / "ckpt")
+    client = MlflowClient()
+    assert second["model_version"] == first["model_version"]
+    assert [v.run_id for v in client.search_model_versions("name='twice'")] == [first["run_id"]]
+    for key in ("best_epoch", "best_val_f1_weighted", "best_val_f1", "threshold", "val_f1_at_threshold"):
+        assert len(client.get_metric_history(first["run_id"], key)) == 1, key
+    assert sorted(m.step for m in client.get_metric_history(first["run_id"], "val_f1_weighted")) == [1, 2]
+    assert client.get_run(first["run_id"]).info.status == "FINISHED"
+
+
+def test_the_end_of_a_job_waits_through_a_tracking_outage(tmp_path, monkeypatch, tiny_train_values):
+    """The server is down when the job logs its evaluation and model; it comes back 8 s later; the job finishes."""
+    import threading
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    server = MlflowServer(tmp_path / "outage-end")
+    server.start()
+    mlflow.set_tracking_uri(server.url)
+    params = train_params(**tiny_train_values, registered_model_name="outage-end", experiment_name="outage-end")
+    try:
+        with MlflowTracker(experiment="outage-end") as tracker:
+            from mlcore.hooks import JobHooks
+
+            def on_progress(event):
+                if event["phase"] == "logging" and server.proc is not None:
+                    server.stop()
+                    threading.Timer(8, server.start).start()
+
+            summary = run_training(params, tracker=tracker, hooks=JobHooks(progress=on_progress))
+        client = MlflowClient()
+        assert client.get_run(summary["run_id"]).info.status == "FINISHED"
+        assert [v.run_id for v in client.search_model_versions("name='outage-end'")] == [summary["run_id"]]
+        assert len(client.get_metric_history(summary["run_id"], "best_epoch")) == 1
+    finally:
+        server.stop()
+        mlflow.set_tracking_uri(None)
