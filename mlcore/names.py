@@ -15,11 +15,13 @@ JOB_TYPES = ("train", "sweep", "predict")
 PRIORITIES = ("high", "normal", "low")
 
 # The notebook's selection metric (weighted F1 at argmax), per epoch and of the best epoch.
+QUEUE_WAIT_METRIC = "queue_wait_s"  # submission to the first start of training, logged once per run
 SELECTION_METRIC = "val_f1_weighted"
 BEST_SELECTION_METRIC = "best_" + SELECTION_METRIC
 CHAMPION = "champion"  # the registry alias a submission is generated from
 DEFAULT_MODEL_NAME = "fall-detector"
 DEFAULT_EXPERIMENT = "dataslayer"
+PREDICTION_EXPERIMENT = "dataslayer-predictions"  # kept apart: predictions would clutter the comparison of trainings
 DEFAULT_STATE_DIR = ".state"
 
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")

@@ -15,7 +15,14 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from mlcore.errors import ParamsError
-from mlcore.names import CHAMPION, DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME, MODEL_NAME_RE, SELECTION_METRIC
+from mlcore.names import (
+    CHAMPION,
+    DEFAULT_EXPERIMENT,
+    DEFAULT_MODEL_NAME,
+    MODEL_NAME_RE,
+    PREDICTION_EXPERIMENT,
+    SELECTION_METRIC,
+)
 
 
 class _Params(BaseModel):
@@ -199,7 +206,7 @@ class PredictParams(_Params):
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Precision = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU")
     experiment_name: str = Field(
-        DEFAULT_EXPERIMENT, min_length=1, max_length=200, description="MLflow experiment of the prediction run"
+        PREDICTION_EXPERIMENT, min_length=1, max_length=200, description="MLflow experiment of the prediction run"
     )
 
     @field_validator("data_dir")

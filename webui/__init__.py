@@ -17,7 +17,7 @@ CSP = (
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: settings from the environment (or `test_config`), extensions, blueprints, error pages."""
     # Imported here: the blueprints import this package, and `import webui` stays free of MLflow and Redis.
-    from webui import api, auth, errors, health, jobs, models, ratelimit, runs, submissions
+    from webui import api, auth, errors, health, jobs, mlflow_links, models, ratelimit, runs, submissions
     from webui.config import configure
     from webui.jobqueue import queue
     from webui.templating import init_templating
@@ -30,7 +30,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     queue.init_app(app)
     errors.init_app(app)
     init_templating(app)
-    for bp in (health.bp, auth.bp, jobs.bp, runs.bp, models.bp, submissions.bp, api.bp):
+    for bp in (health.bp, auth.bp, jobs.bp, runs.bp, models.bp, submissions.bp, mlflow_links.bp, api.bp):
         app.register_blueprint(bp)
     csrf.exempt(api.bp)  # token-authenticated: browsers never send the token by themselves
     app.after_request(_security_headers)

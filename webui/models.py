@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
+from mlcore import mlflow_ui
 from mlcore.names import CHAMPION, MODEL_NAME_RE
 from webui.jobqueue import jobs
 from webui.progress import mlflow_run_url, timestamp
@@ -34,6 +35,9 @@ def versions(name: str) -> list[dict]:
             row[key] = _number(row[key])
         row["created"] = timestamp(row["created"])
         row["champion"] = CHAMPION in row["aliases"]
+        row["mlflow_version_url"] = mlflow_ui.model_version_url(
+            current_app.config["MLFLOW_PUBLIC_URL"], name, row["version"]
+        )
         if row["run_id"]:
             if row["run_id"] not in experiments:
                 experiments[row["run_id"]] = _experiment_of(row["run_id"])

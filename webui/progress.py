@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
-from urllib.parse import quote
 
 from flask import current_app, url_for
 
-from mlcore.names import BEST_SELECTION_METRIC, SELECTION_METRIC, Tag
+from mlcore import mlflow_ui
+from mlcore.names import BEST_SELECTION_METRIC, QUEUE_WAIT_METRIC, SELECTION_METRIC, Tag
 from worker.job import Job
 
 STATUS_LABELS = {
@@ -145,6 +144,7 @@ def view(job: Job, children: list[Job] | None = None) -> dict:
         "priority": job.priority,
         "submitted": timestamp(job.start_time),
         "elapsed": duration(elapsed),
+        "queue_wait": duration(job.metrics[QUEUE_WAIT_METRIC]) if QUEUE_WAIT_METRIC in job.metrics else None,
         "failure": job.failure,
         "parent_run_id": job.parent_run_id,
         "url": url_for("jobs.detail", run_id=job.run_id),
@@ -153,16 +153,14 @@ def view(job: Job, children: list[Job] | None = None) -> dict:
 
 
 def mlflow_run_url(experiment_id: str, run_id: str) -> str:
-    """The run's page in the MLflow UI."""
-    return f"{current_app.config['MLFLOW_PUBLIC_URL']}/#/experiments/{experiment_id}/runs/{run_id}"
+    """The run's page in the MLflow UI (its model-training view)."""
+    return mlflow_ui.run_url(current_app.config["MLFLOW_PUBLIC_URL"], experiment_id, run_id)
 
 
 def mlflow_compare_url(runs: list[Job]) -> str:
     """The MLflow UI's compare view of several runs."""
-    run_ids = json.dumps([r.run_id for r in runs], separators=(",", ":"))
-    experiments = json.dumps(sorted({r.experiment_id for r in runs}), separators=(",", ":"))
-    base = current_app.config["MLFLOW_PUBLIC_URL"]
-    return f"{base}/#/compare-runs?runs={quote(run_ids)}&experiments={quote(experiments)}"
+    experiments = sorted({r.experiment_id for r in runs})
+    return mlflow_ui.compare_url(current_app.config["MLFLOW_PUBLIC_URL"], [r.run_id for r in runs], experiments)
 
 
 def by_sweep(jobs: list[Job]) -> dict[str, list[Job]]:

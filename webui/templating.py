@@ -44,7 +44,6 @@ def init_templating(app: Flask) -> None:
             "stack_services": stack_services() if g.get("user") else [],
             "nav": NAV,
             "user": g.get("user"),
-            "mlflow_url": current_app.config.get("MLFLOW_PUBLIC_URL", ""),
             "current_endpoint": request.endpoint or "",
         }
 

@@ -348,6 +348,12 @@ class JobClient:
         with tempfile.TemporaryDirectory(prefix="dataslayer-artifact-") as tmp, self.tracking():
             return Path(self.mlflow.download_artifacts(run_id, path, tmp)).read_bytes()
 
+    def experiment_named(self, name: str) -> str | None:
+        """The id of the experiment called `name`, or None before its first run."""
+        with self.tracking():
+            exp = self.mlflow.get_experiment_by_name(name)
+        return exp.experiment_id if exp else None
+
     def experiment_of(self, run_id: str) -> str:
         """The id of the experiment a run belongs to."""
         with self.tracking():

@@ -79,3 +79,21 @@ def test_promote_without_csrf_token_is_refused(user_client, model_name, experime
 def test_unknown_versions_and_bad_names_are_404(user_client, model_name, experiment, path):
     register(model_name, experiment, 0.5)
     assert user_client.get(path.format(name=model_name)).status_code == 404
+
+
+def test_mlflow_links_open_the_model_training_view(user_client, model_name, experiment):
+    import re
+
+    register(model_name, experiment, 0.61)
+    html = user_client.get("/models").get_data(as_text=True)
+    links = [h for h in re.findall(r'href="([^"]+)"', html) if "/#/" in h]
+    assert len(links) == 2, links  # the version and its source run
+    assert all("workflowType=machine_learning" in h for h in links), links
+    # The menu's MLflow link goes through /mlflow, which opens the named experiment's runs table.
+    assert 'href="/mlflow"' in html
+    exp_id = MlflowClient().get_experiment_by_name(experiment).experiment_id
+    opened = user_client.get(f"/mlflow?experiment={experiment}")
+    assert opened.status_code == 302
+    assert opened.headers["Location"].endswith(f"/#/experiments/{exp_id}?workflowType=machine_learning")
+    before_any_run = user_client.get("/mlflow?experiment=no-such-experiment").headers["Location"]
+    assert before_any_run.endswith("/#/experiments?workflowType=machine_learning")

@@ -121,3 +121,12 @@ def test_list_jobs_filters_by_status_and_type(job_client, tiny_train_values, dem
     assert b in {j.run_id for j in predictions} and a not in {j.run_id for j in predictions}
     assert all(j.job_type == "predict" for j in predictions)
     assert {a, b} <= {j.run_id for j in job_client.list_jobs()}
+
+
+def test_predictions_land_in_their_own_experiment(job_client, demo_root):
+    from mlcore.names import PREDICTION_EXPERIMENT
+
+    run_id = job_client.submit_predict({"data_dir": str(demo_root), "model_uri": "models:/x@champion"})
+    experiment = job_client.mlflow.get_experiment(job_client.experiment_of(run_id))
+    assert experiment.name == PREDICTION_EXPERIMENT  # not among the training runs being compared
+    job_client.cancel(run_id)

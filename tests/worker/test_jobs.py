@@ -20,6 +20,10 @@ def test_a_queued_training_job_finishes_with_a_registered_version(job_client, st
     assert job.progress["phase"] == "done" and job.progress["summary"]["model_version"] == versions[0].version
     assert any("epoch 2/2" in line for line in job_client.log_tail(run_id))
     assert "logs/job.log" in {a.path for a in job_client.mlflow.list_artifacts(run_id, "logs")}
+    # MLflow's duration counts from submission: the queue wait is its own metric, logged once.
+    (waited,) = job_client.mlflow.get_metric_history(run_id, "queue_wait_s")
+    started = float(job.tags["dataslayer.started_at"])
+    assert abs(waited.value - (started - job_client.mlflow.get_run(run_id).info.start_time / 1000)) < 0.01
 
 
 def test_a_sweep_of_4_runs_4_children_and_ends_the_parent_with_the_best(job_client, start_worker, tiny_job):

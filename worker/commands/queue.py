@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from mlcore import mlflow_ui
 from mlcore.cli import ProgressBars, emit, handle_errors, params_options
 from mlcore.names import BEST_SELECTION_METRIC, JOB_TYPES, PRIORITIES, SELECTION_METRIC, STATUSES, Tag
 from mlcore.params import PRESETS, PredictParams, TrainParams, build, train_params
@@ -156,10 +157,8 @@ def queue_train(preset, priority, samples, sweep_seed, max_concurrent, promote_b
         )
     else:
         run_id = client.submit_train(train_params(preset, **base), priority=priority, submitted_by=user)
-    click.echo(
-        f"queued {run_id}; follow it with `dataslayer jobs` or in the MLflow UI ({client.settings.tracking_uri})",
-        err=True,
-    )
+    link = mlflow_ui.run_url(client.settings.tracking_uri, client.experiment_of(run_id), run_id)
+    click.echo(f"queued {run_id}; follow it with `dataslayer jobs` or in the MLflow UI: {link}", err=True)
     emit(_follow(client, run_id, bool(grid or ranges)) if wait else {"run_id": run_id, "status": "SCHEDULED"})
 
 

@@ -25,7 +25,8 @@ def _ready_block(cfg, login: dict) -> str:
     return (
         f"\n  web UI     {cfg.webui_url}   "
         f"(log in as {login['DATASLAYER_ADMIN_USER']} / {login['DATASLAYER_ADMIN_PASSWORD']})\n"
-        f"  MLflow UI  {cfg.tracking_uri}\n  Redis      {masked(cfg.redis_url)}\n"
+        f"  MLflow UI  {cfg.webui_url}/mlflow   (the runs table; the server itself: {cfg.tracking_uri})\n"
+        f"  Redis      {masked(cfg.redis_url)}\n"
         f"  datasets   {cfg.data_root}\n  logs       {cfg.state_dir / 'logs'}\n\n"
         f"  from another terminal in this folder (the settings come from the same environment):\n"
         f"    {venv_bin / 'dataslayer'} queue train --data {cfg.data_root / 'demo'} --preset quick --wait\n"
