@@ -82,6 +82,7 @@ def list_datasets():
 def list_jobs():
     """Jobs newest first, filtered by status, type or sweep."""
     status, job_type, sweep = request.args.get("status"), request.args.get("type"), request.args.get("sweep")
+    status = status.upper() if status else None  # the UI shows statuses in lower case
     if (status and status not in STATUSES) or (job_type and job_type not in JOB_TYPES):
         abort(400, f"status is one of {', '.join(STATUSES)}; type is one of {', '.join(JOB_TYPES)}")
     limit = min(max(request.args.get("limit", 100, type=int), 1), 500)
@@ -120,8 +121,11 @@ def job_metrics(run_id: str):
 
 @bp.route("/jobs/<run_id>/cancel", methods=["POST"])
 def cancel(run_id: str):
-    """Cancel a job (a sweep cancels its children)."""
-    return jsonify(jobs().cancel(checked_run_id(run_id)))
+    """Cancel a job (a sweep cancels its children); 409 when it has ended already."""
+    result = jobs().cancel(checked_run_id(run_id))
+    if not result["cancelled"]:
+        return jsonify({**result, "error": f"the job has ended already ({result['status']}): nothing to cancel"}), 409
+    return jsonify(result)
 
 
 @bp.route("/runs", methods=["POST"])

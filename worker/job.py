@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -63,6 +64,17 @@ class Job:
         """A note the job left for its user (e.g. a batch too large for the dataset)."""
         return self.tags.get(Tag.WARNING)
 
+    @property
+    def typed_params(self) -> dict[str, Any]:
+        """The parameters with their types (MLflow keeps params as strings; the job's JSON copy keeps numbers)."""
+        if Tag.PARAMS_JSON in self.tags:
+            try:
+                return json.loads(self.tags[Tag.PARAMS_JSON])
+            except ValueError:
+                pass
+        return dict(self.params)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the API and `--wait` print this)."""
-        return {**asdict(self), "done": self.done, "failure": self.failure, "warning": self.warning}
+        """JSON-ready form (the API and `--wait` print this), parameters with their types."""
+        body = {**asdict(self), "done": self.done, "failure": self.failure, "warning": self.warning}
+        return {**body, "params": self.typed_params}

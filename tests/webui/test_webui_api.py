@@ -44,7 +44,9 @@ def test_a_configured_token_queues_a_run_as_its_user(client, experiment, job_cli
     listed = client.get("/api/jobs?type=train", headers=auth()).json["jobs"]
     assert response.json["run_id"] in [j["run_id"] for j in listed]
     one = client.get(f"/api/jobs/{job.run_id}", headers=auth()).json
-    assert one["status"] == "SCHEDULED" and one["view"]["label"] == "queued" and one["params"]["epochs"] == "1"
+    assert (
+        one["status"] == "SCHEDULED" and one["view"]["label"] == "queued" and one["params"]["epochs"] == 1
+    )  # numbers as numbers (issue 17, item 14)
 
 
 def test_the_personal_token_from_the_profile_page_works(app, client, experiment):
@@ -123,6 +125,13 @@ def test_cancel_log_metrics_and_datasets(client, experiment, job_client):
     assert client.get(f"/api/jobs/{run_id}/log", headers=auth()).json == {"lines": []}
     assert client.get(f"/api/jobs/{run_id}/metrics", headers=auth()).json["curves"]["val_f1"] == []
     assert client.post(f"/api/jobs/{run_id}/cancel", headers=auth()).json["status"] == "KILLED"
+    again = client.post(f"/api/jobs/{run_id}/cancel", headers=auth())
+    assert again.status_code == 409 and "ended already (KILLED)" in again.json["error"]
+    # Statuses as the UI shows them (lower case) filter too; parameters come back with their types.
+    listed = client.get("/api/jobs?status=killed", headers=auth()).json["jobs"]
+    assert run_id in {j["run_id"] for j in listed}
+    params = client.get(f"/api/jobs/{run_id}", headers=auth()).json["params"]
+    assert params["batch_size"] == TINY["batch_size"] and isinstance(params["learning_rate"], float)
     datasets = client.get("/api/datasets", headers=auth()).json["datasets"]
     assert (
         [d["name"] for d in datasets] == ["demo"]
