@@ -24,14 +24,17 @@ from mlcore.engine import Runtime, make_runtime, out_of_memory, predict_logits, 
 from mlcore.hooks import JobHooks, NullTracker, Tracker
 from mlcore.params import PredictParams
 
+# The notebook writes with pandas' `to_csv(index=False)`: LF line ends, minimal quoting (csv's own default is CRLF).
+LINE_END = "\n"
+
 
 def write_submission(ids: list[str], labels: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write `id,label` rows sorted by id (atomically)."""
+    """Write `id,label` rows sorted by id (atomically), byte for byte as the notebook's `to_csv(index=False)`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator=LINE_END)
         writer.writerow(["id", "label"])
         for i in sorted(range(len(ids)), key=ids.__getitem__):
             writer.writerow([ids[i], int(labels[i])])
@@ -41,8 +44,8 @@ def write_submission(ids: list[str], labels: np.ndarray, path: str | os.PathLike
 
 def write_probabilities(ids: list[str], probs: np.ndarray, labels: np.ndarray, bad: dict[int, str], path: Path) -> Path:
     """Write `id,probability,label,error` rows sorted by id, for analysis and ensembling."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator=LINE_END)
         writer.writerow(["id", "probability", "label", "error"])
         for i in sorted(range(len(ids)), key=ids.__getitem__):
             writer.writerow([ids[i], f"{probs[i]:.6f}", int(labels[i]), bad.get(i, "")])

@@ -135,6 +135,18 @@ class TrainState:
         )
 
 
+# One independent random stream per purpose, per epoch (numpy SeedSequence spawn keys), so two
+# purposes never share a seed: with `seed * a + epoch` formulas seed 0 gave shuffle and augmentation
+# the same seed, hence correlated draws, every epoch.
+STREAMS = ("shuffle", "augment")
+
+
+def epoch_seed(seed: int, epoch: int, purpose: str) -> int:
+    """The 63-bit seed of one purpose's generator ("shuffle" or "augment") in one epoch of a job seeded `seed`."""
+    ss = np.random.SeedSequence(seed, spawn_key=(epoch, STREAMS.index(purpose)))
+    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
 def _use_compile(params: TrainParams, device: torch.device, total_steps: int) -> bool:
     if params.compile == "auto":
         return device.type == "cuda" and total_steps >= COMPILE_MIN_STEPS
@@ -294,8 +306,8 @@ def fit(
         if params.early_stopping_patience and state.stale >= params.early_stopping_patience:
             break
         # Seeded per epoch, so a resumed job sees the same order and augmentation as an unbroken one.
-        order_gen = torch.Generator().manual_seed(params.seed * 100_003 + epoch)
-        aug_gen.manual_seed(params.seed * 100_019 + epoch)
+        order_gen = torch.Generator().manual_seed(epoch_seed(params.seed, epoch, "shuffle"))
+        aug_gen.manual_seed(epoch_seed(params.seed, epoch, "augment"))
         batches = iterate_batches(
             data.cache, data.train_idx, data.labels, params.batch_size, device=device, shuffle=True, generator=order_gen
         )

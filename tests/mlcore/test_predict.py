@@ -3,6 +3,7 @@
 import csv
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -21,6 +22,18 @@ def _rows(path):
 def test_submission_has_header_one_row_per_id_sorted(tmp_path):
     path = write_submission(["b.jpg", "a.png", "c.jpeg"], np.array([1, 0, 1]), tmp_path / "out" / "submission.csv")
     assert _rows(path) == [["id", "label"], ["a.png", "0"], ["b.jpg", "1"], ["c.jpeg", "1"]]
+
+
+def test_submission_bytes_equal_the_notebooks_to_csv(tmp_path):
+    ids = ["img_10.jpg", "a,comma.jpg", 'quote"d.png', "space name.jpeg", "ünïcode.jpg", "img_2.JPG"]
+    labels = (np.array([0.9, 0.2, 0.7, 0.4, 0.6, 0.1]) > 0.5).astype(int)  # the notebook's label dtype
+    ours = write_submission(ids, labels, tmp_path / "submission.csv")
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    # STEP 8 of the notebook, verbatim, on the same rows in our (sorted) order.
+    submission = pd.DataFrame({"id": [ids[i] for i in order], "label": labels[order]})
+    submission.to_csv(tmp_path / "notebook.csv", index=False)
+    assert ours.read_bytes() == (tmp_path / "notebook.csv").read_bytes()
+    assert b"\r" not in ours.read_bytes()
 
 
 @pytest.fixture
@@ -82,3 +95,49 @@ def test_empty_test_folder_is_refused_naming_it(tmp_path, model_info):
     params = build(PredictParams, {"data_dir": str(tmp_path / "test"), "output": str(tmp_path / "s.csv")})
     with pytest.raises(DataError, match=str(tmp_path / "test")):
         run_prediction(params, *model_info)
+
+
+def test_a_model_without_a_tuned_threshold_is_refused(demo_root, tmp_path, model_info):
+    model, info = model_info
+    params = build(
+        PredictParams,
+        {
+            "data_dir": str(demo_root / "test"),
+            "model_uri": "runs:/" + "a" * 32 + "/model",
+            "output": str(tmp_path / "s.csv"),
+            "device": "cpu",
+        },
+    )
+    with pytest.raises(LookupError, match="carries no tuned threshold.*--threshold"):
+        run_prediction(params, model, {**info, "threshold": None})
+    assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.fixture
+def low_model():
+    """A model whose fall probabilities all sit far below 0.5, so argmax calls every test image non_fall."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", "none").eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(20)
+        model.fc.bias[1] -= 1.5
+    return model
+
+
+def test_submitted_labels_follow_a_tuned_threshold_far_from_one_half(demo_root, tmp_path, low_model):
+    def predict(info, out):
+        params = build(PredictParams, {"data_dir": str(demo_root / "test"), "output": str(out), "device": "cpu"})
+        return run_prediction(params, low_model, info)
+
+    first = predict({"image_size": 32, "threshold": 0.5}, tmp_path / "argmax.csv")
+    probs = {r[0]: float(r[1]) for r in _rows(first["probabilities"])[1:]}
+    assert first["positives"] == 0 and max(probs.values()) < 0.4
+    # A tuned threshold between the 3rd and 4th highest probability: three falls, all below 0.5.
+    ranked = sorted(probs.values(), reverse=True)
+    threshold = (ranked[2] + ranked[3]) / 2
+    assert abs(threshold - 0.5) > 0.2
+    result = predict({"image_size": 32, "threshold": threshold}, tmp_path / "submission.csv")
+    labels = {r[0]: int(r[1]) for r in _rows(result["submission"])[1:]}
+    assert labels == {i: int(p > threshold) for i, p in probs.items()}
+    assert sum(labels.values()) == result["positives"] == 3
+    assert result["threshold"] == threshold and result["threshold_source"] == "model"
