@@ -80,7 +80,8 @@ class ImageCache:
 
 
 def _read_plain_jpeg(path: Path) -> torch.Tensor | None:
-    """The file's bytes when its header says plain RGB JPEG within the pixel limit, else None (PIL decides)."""
+    """The file's bytes when its header says plain RGB JPEG within the pixel limit and the stream is whole, else
+    None (PIL decides)."""
     import torchvision.io as tio
 
     try:
@@ -88,9 +89,12 @@ def _read_plain_jpeg(path: Path) -> torch.Tensor | None:
             fmt, (w, h) = probe.format, probe.size
             if w * h > images.MAX_IMAGE_PIXELS or fmt != "JPEG" or probe.mode != "RGB":
                 return None  # PNG, CMYK, bombs: the checked CPU path decides
-        return tio.read_file(str(path))
+        data = tio.read_file(str(path))
     except Exception:
         return None  # broken files: the checked CPU path names the reason
+    # A truncated file lacks the end-of-image marker. PIL refuses it by name; a decoder that pads the
+    # missing part would cache half an image, so such files go the checked way too.
+    return data if data[-2:].tolist() == [0xFF, 0xD9] else None
 
 
 def _resize_batch(imgs: list[torch.Tensor], size: int) -> torch.Tensor:
@@ -253,13 +257,24 @@ def iterate_batches(
     if shuffle:
         idx = idx[torch.randperm(len(idx), generator=generator)]
     on_device = cache.images.device.type == device.type
+    # Indices and labels live where the images are: both move to the device once (cache there), or
+    # each batch's labels travel with its images (cache on the host). A plain copy from pageable
+    # memory waits for the GPU, so every host-to-GPU copy here goes through pinned memory.
     if on_device:
-        idx = idx.to(device)
-    labels = labels.to(device)
+        idx, labels = _to_device(idx, device), _to_device(labels, device)
+    else:
+        labels = labels.to(cache.images.device)
     stop = len(idx) - (len(idx) % batch_size if drop_last else 0)
     for start in range(0, stop, batch_size):
         b = idx[start : start + batch_size]
-        images = cache.images.index_select(0, b)
+        images, batch_labels = cache.images.index_select(0, b), labels.index_select(0, b)
         if not on_device:
-            images = images.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else images.to(device)
-        yield images, labels.index_select(0, b.to(labels.device))
+            images, batch_labels = _to_device(images, device), _to_device(batch_labels, device)
+        yield images, batch_labels
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` on `device`; from the host to a GPU through pinned memory, without waiting for the GPU."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)

@@ -166,3 +166,26 @@ def test_drop_last_drops_the_remainder(n, batch, expected):
     )
     assert [len(b[0]) for b in batches] == expected
     assert len(set(_order(batches))) == sum(expected)
+
+
+def test_only_whole_rgb_jpeg_streams_are_handed_to_the_batched_decoder(demo_paths, tmp_path):
+    from mlcore.cache import _read_plain_jpeg
+
+    whole = _read_plain_jpeg(demo_paths[0])
+    assert whole is not None and whole.numel() == demo_paths[0].stat().st_size
+    data = demo_paths[1].read_bytes()
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(data[: len(data) - 200])  # the header parses, the end-of-image marker is gone
+    gray = tmp_path / "gray.jpg"
+    Image.open(demo_paths[2]).convert("L").save(gray)
+    assert _read_plain_jpeg(truncated) is None and _read_plain_jpeg(gray) is None
+
+
+def test_labels_reach_the_device_with_their_images_from_every_cache_location():
+    """iterate_batches indexes labels where the images are and moves both the same way (CPU: as they are)."""
+    for cache in (_value_cache(20), ImageCache(_value_cache(20).images, {}, "disk", "decoded", 0.0)):
+        labels = (torch.arange(20) * 10).to(torch.int64)
+        batches = list(iterate_batches(cache, np.arange(20), labels, 6, device=torch.device("cpu")))
+        assert [len(y) for _, y in batches] == [6, 6, 6, 2]
+        for images, y in batches:
+            assert y.device == images.device and torch.equal(y, images[:, 0, 0, 0].long() * 10)
