@@ -12,7 +12,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from mlcore.errors import ParamsError
 from mlcore.names import (
@@ -240,6 +249,29 @@ def describe_errors(exc: ValidationError) -> list[dict]:
         msg = err["msg"].removeprefix("Value error, ")
         out.append({"field": field, "message": msg})
     return out
+
+
+_ADAPTERS: dict[tuple[type, str], TypeAdapter] = {}
+
+
+def check_types(model: type[BaseModel], values: dict[str, Any], where: str = "") -> None:
+    """Refuse values of the wrong JSON type (strict: "1" or true is not a number, 1 is not a boolean), naming the field.
+
+    For requests from JSON, before `build`: the models themselves coerce, which forms need (every
+    form value is a string). Unknown fields are left to the model, which refuses them by name.
+    """
+    for key, value in values.items():
+        field = model.model_fields.get(key)
+        if field is None or field.annotation in (Path, Path | None):
+            continue
+        adapter = _ADAPTERS.get((model, key))
+        if adapter is None:
+            adapter = _ADAPTERS[(model, key)] = TypeAdapter(field.annotation)
+        try:
+            adapter.validate_python(value, strict=True)
+        except ValidationError as exc:
+            message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ParamsError(where + key, f"{message} (got {type(value).__name__} {value!r:.60})") from None
 
 
 def build(model: type[_Params], values: dict[str, Any]) -> Any:

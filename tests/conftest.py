@@ -107,11 +107,13 @@ def redis_server(tmp_path):
 
 
 @pytest.fixture
-def queue_env(redis_server, tracking_server, tmp_path, monkeypatch) -> dict[str, str]:
+def queue_env(redis_server, tracking_server, tmp_path, tmp_path_factory, monkeypatch) -> dict[str, str]:
     """Environment of the workers and the client in this test: fast heartbeats, short leases, 2 attempts."""
     from worker.settings import get_settings
 
     env = {
+        # Workers read datasets only under the data root: the tests' datasets all live under pytest's base folder.
+        "DATASLAYER_DATA_ROOT": str(tmp_path_factory.getbasetemp()),
         "REDIS_URL": redis_server.url,
         "MLFLOW_TRACKING_URI": tracking_server.url,
         "DATASLAYER_STATE_DIR": str(tmp_path / "state"),

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask
+from flask import Config, Flask
 from limits import parse_many
 from werkzeug.security import generate_password_hash
 
 from mlcore.names import DEFAULT_MODEL_NAME
+from webui.users import Accounts
 from worker.settings import get_settings
+from worker.users import UsersFileError, UserStore
+from worker.users import default_path as default_users_file
 
 log = logging.getLogger(__name__)
-HASH_PREFIXES = ("scrypt:", "pbkdf2:")
 MIN_TOKEN_LENGTH = 16
 DEFAULT_RATE_LIMIT = "10 per minute; 50 per hour"
+
+
+# Settings no FLASK_* variable may change: CSRF protection, and the modes that skip the SECRET_KEY check.
+LOCKED = {
+    "WTF_CSRF_ENABLED": True,
+    "WTF_CSRF_CHECK_DEFAULT": True,
+    "WTF_CSRF_METHODS": ["POST", "PUT", "PATCH", "DELETE"],
+}
+NOT_FROM_ENV = ("WTF_", "TESTING", "DEBUG", "DEV_MODE", "PROPAGATE_EXCEPTIONS")
 
 
 class ConfigError(RuntimeError):
@@ -36,7 +46,8 @@ def from_environment() -> dict:
     settings = get_settings()  # locations mean what they mean for the workers and the stack
     return {
         "SECRET_KEY": _env("SECRET_KEY"),
-        "DEV_MODE": _env("DATASLAYER_DEV") == "1" or _env("FLASK_DEBUG") == "1",
+        # Development mode (random SECRET_KEY and admin password) only when asked for by name: never FLASK_DEBUG.
+        "DEV_MODE": _env("DATASLAYER_DEV") == "1",
         # REDIS_URL and MLFLOW_TRACKING_URI are read by worker.settings, as in the workers.
         # Where the browser reaches the MLflow UI: behind a proxy it differs from the URI the server uses.
         "MLFLOW_PUBLIC_URL": _env("DATASLAYER_MLFLOW_PUBLIC_URL"),
@@ -68,20 +79,34 @@ def from_environment() -> dict:
 def configure(app: Flask, test_config: dict | None) -> None:
     """Load settings (environment, then FLASK_* overrides, then the test's) and check them."""
     app.config.from_mapping(from_environment())
-    app.config.from_prefixed_env()
+    app.config.from_mapping(_prefixed_env())
     if test_config:
         app.config.from_mapping(test_config)
-    app.config["DEV_MODE"] = bool(app.config["DEV_MODE"] or app.debug)
+    app.config.update(LOCKED)  # CSRF stays on whatever the environment or a test says
+    app.config["DEBUG"] = False  # Flask reads FLASK_DEBUG at construction; only `python -m webui --dev` turns it on
     app.config["DATA_ROOT"] = Path(app.config["DATA_ROOT"])
     app.config["STATE_DIR"] = Path(app.config["STATE_DIR"])
     _check_secret_key(app)
     _check_rate_limits(app)
-    app.config["USERS"] = load_users(app.config)
     app.config["API_TOKEN_USERS"] = parse_api_tokens(app.config["API_TOKENS"])
+    app.config["USERS"] = load_users(app.config)
     if not app.config["USERS"] and not app.config["API_TOKEN_USERS"]:
         raise ConfigError(
             "no users: set DATASLAYER_ADMIN_PASSWORD (and DATASLAYER_ADMIN_USER), or DATASLAYER_USERS_FILE"
         )
+
+
+def _prefixed_env() -> dict:
+    """FLASK_* overrides, less those that would switch CSRF off or skip the checks (logged and ignored)."""
+    scratch = Config("")
+    scratch.from_prefixed_env()
+    refused = sorted(k for k in scratch if k.startswith(NOT_FROM_ENV))
+    if refused:
+        log.warning(
+            "ignored: %s (CSRF and the debug and testing modes cannot be set from the environment)",
+            ", ".join("FLASK_" + k for k in refused),
+        )
+    return {k: v for k, v in scratch.items() if k not in refused}
 
 
 def _check_secret_key(app: Flask) -> None:
@@ -115,35 +140,23 @@ def _check_rate_limits(app: Flask) -> None:
             ) from None
 
 
-def load_users(config: dict) -> dict[str, str]:
-    """User name -> password hash: the first admin from the environment, more from DATASLAYER_USERS_FILE."""
-    users: dict[str, str] = {}
+def load_users(config: dict) -> Accounts:
+    """The accounts: the first admin from the environment, more (with roles and tokens) from the users file."""
+    env_users: dict[str, str] = {}
     if config.get("ADMIN_PASSWORD"):
-        users[config["ADMIN_USER"]] = generate_password_hash(config["ADMIN_PASSWORD"])
+        env_users[config["ADMIN_USER"]] = generate_password_hash(config["ADMIN_PASSWORD"])
     elif config.get("DEV_MODE"):
         password = secrets.token_urlsafe(12)
-        users[config["ADMIN_USER"]] = generate_password_hash(password)
+        env_users[config["ADMIN_USER"]] = generate_password_hash(password)
         log.warning(
             "DATASLAYER_ADMIN_PASSWORD not set: log in as %s / %s (development mode)", config["ADMIN_USER"], password
         )
-    path = config.get("USERS_FILE")
-    if path:
-        try:
-            extra = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"DATASLAYER_USERS_FILE {path}: cannot read it as JSON ({exc})") from None
-        if not isinstance(extra, dict):
-            raise ConfigError(f"DATASLAYER_USERS_FILE {path}: expected an object of name -> password hash")
-        for name, hashed in extra.items():
-            # Plain-text passwords in a file are refused rather than silently accepted.
-            if not isinstance(hashed, str) or not hashed.startswith(HASH_PREFIXES):
-                raise ConfigError(
-                    f"DATASLAYER_USERS_FILE: the password of {name!r} is not a werkzeug hash "
-                    "(make one with python -c "
-                    "'from werkzeug.security import generate_password_hash as g; print(g(\"PASSWORD\"))')"
-                )
-            users.setdefault(str(name), hashed)
-    return users
+    store = UserStore(config.get("USERS_FILE") or default_users_file())
+    try:
+        store.doc()  # a broken file stops the start, not the first log-in
+    except UsersFileError as exc:
+        raise ConfigError(f"DATASLAYER_USERS_FILE: {exc}") from None
+    return Accounts(env_users, store, set(config.get("API_TOKEN_USERS", {}).values()))
 
 
 def parse_api_tokens(spec: str) -> dict[str, str]:

@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from mlcore.tracking import is_not_found
 from worker.errors import QueueUnavailable, TrackingUnavailable
+from worker.users import Refused
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,14 @@ def wants_json() -> bool:
     )
 
 
-def error_response(status: int, message: str, *, service: str | None = None):
-    """A JSON or HTML error with `status`."""
+def error_response(status: int, message: str, *, service: str | None = None, limit: str | None = None):
+    """A JSON or HTML error with `status` (`limit`: the role or limit a refusal names)."""
     if wants_json():
         body = {"error": message}
         if service:
             body["service"] = service
+        if limit:
+            body["limit"] = limit
         return jsonify(body), status
     return render_template(
         "error.html", status=status, title=TITLES.get(status, "Error"), message=message, service=service
@@ -71,6 +74,12 @@ def init_app(app: Flask) -> None:
             f"The form was refused: its security token did not check out ({exc.description.rstrip('.')}). "
             "Reload the page and send it again.",
         )
+
+    @app.errorhandler(Refused)
+    def refused(exc: Refused):
+        # The same status and words in the pages, the API and the CLI (worker/users.py makes them).
+        log.info("refused %s %s: %s", request.method, request.path, exc.message)
+        return error_response(exc.status, exc.message, limit=exc.limit)
 
     @app.errorhandler(QueueUnavailable)
     def queue_error(exc: Exception):

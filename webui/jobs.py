@@ -7,10 +7,11 @@ import json
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from mlcore.names import BEST_SELECTION_METRIC, JOB_TYPES, SELECTION_METRIC, STATUSES, TERMINAL, Tag
-from webui import artifacts, datasets, progress
+from webui import artifacts, datasets, progress, users
 from webui.auth import safe_next
 from webui.jobqueue import checked_run_id, jobs, queue_available
 from worker.errors import QueueUnavailable
+from worker.users import check_cancel
 
 bp = Blueprint("jobs", __name__)
 CURVES = ("train_loss", "val_loss", "val_f1", SELECTION_METRIC)
@@ -178,8 +179,10 @@ def plot(run_id: str, name: str):
 
 @bp.route("/jobs/<run_id>/cancel", methods=["POST"])
 def cancel(run_id: str):
-    """Cancel a job (a sweep cancels its children)."""
-    result = jobs().cancel(checked_run_id(run_id))
+    """Cancel a job (a sweep cancels its children): the caller's own, or anyone's for an admin."""
+    found = jobs().job(checked_run_id(run_id), with_progress=False)
+    check_cancel(users.current(), found.submitted_by)
+    result = jobs().cancel(run_id)
     if result["cancelled"]:
         flash(
             f"Cancel requested for {run_id[:8]}: "

@@ -6,8 +6,10 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 
 from mlcore import mlflow_ui
 from mlcore.names import CHAMPION, MODEL_NAME_RE
+from webui import users
 from webui.jobqueue import jobs
 from webui.progress import mlflow_run_url, timestamp
+from worker.users import require_role
 
 bp = Blueprint("models", __name__)
 
@@ -81,6 +83,7 @@ def find_version(rows: list[dict], version: str) -> dict:
 @bp.route("/models/<name>/<int:version>/promote", methods=["GET", "POST"])
 def promote_version(name: str, version: int):
     """GET: the confirmation (current champion and the difference in F1); POST: set the alias."""
+    require_role(users.current(), "promoting a model", "admin")
     name = model_name(name)
     rows = versions(name)
     candidate = find_version(rows, str(version))

@@ -9,6 +9,7 @@ from mlcore.params import TrainParams
 from webui.paramforms import WEB_CHOICES
 from webui.queueing import SERVER_ONLY
 from worker.sweep import STRATEGIES, Range
+from worker.users import ROLES
 
 
 def _train_schema() -> dict:
@@ -39,8 +40,10 @@ def _op(
             },
             "400": {"description": "invalid input; `field` names it", **_json("Error")},
             "401": {"description": "missing or wrong token", **_json("Error")},
+            "403": {"description": "your role or a limit does not allow it; `limit` names which", **_json("Error")},
             "429": {
-                "description": "too many missing or wrong tokens from this address; Retry-After says when to try again",
+                "description": "too many missing or wrong tokens from this address (Retry-After says when to try "
+                "again), or you have as many queued and running jobs as your limit allows (`limit`: max_jobs)",
                 **_json("Error"),
             },
             "503": {
@@ -87,12 +90,14 @@ def document(server: str) -> dict:
                 "error": {"type": "string"},
                 "field": {"type": "string"},
                 "errors": {"type": "array", "items": {"type": "object"}},
+                "limit": {"type": "string", "description": "the role or limit a refusal names (role, max_jobs, ...)"},
             },
         },
         "TrainParams": _train_schema(),
         "Range": Range.model_json_schema(),
         "RunRequest": {
             "type": "object",
+            "additionalProperties": False,
             "required": ["dataset"],
             "properties": {
                 **DATASET,
@@ -104,6 +109,7 @@ def document(server: str) -> dict:
         },
         "SweepRequest": {
             "type": "object",
+            "additionalProperties": False,
             "required": ["dataset"],
             "properties": {
                 **DATASET,
@@ -119,8 +125,27 @@ def document(server: str) -> dict:
                 **IDEMPOTENCY,
             },
         },
+        "TokenRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "label": {"type": "string", "maxLength": 100},
+                "expires_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 3650},
+                "user": {"type": "string", "description": "admins: issue the token for this user"},
+            },
+        },
+        "UserChange": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "role": {"type": "string", "enum": list(ROLES)},
+                "max_jobs": {"type": "integer", "minimum": -1, "description": "-1: the role's default"},
+                "max_sweep": {"type": "integer", "minimum": -1, "description": "-1: the role's default"},
+            },
+        },
         "SubmissionRequest": {
             "type": "object",
+            "additionalProperties": False,
             "required": ["dataset"],
             "properties": {
                 **DATASET,
@@ -184,6 +209,19 @@ def document(server: str) -> dict:
             "get": _op("Prediction jobs with the model version each used"),
             "post": _op("Queue a prediction (a submission)", body="SubmissionRequest", ok=201),
         },
+        "/api/tokens": {
+            "get": _op("Your API tokens (an admin: everyone's): id, label, created, expires; never the secret"),
+            "post": _op("A new API token, shown once in the answer", body="TokenRequest", ok=201),
+        },
+        "/api/tokens/{token_id}": {
+            "delete": _op("Revoke a token (yours; an admin: anyone's)", params=[_path_param("token_id", "its id")])
+        },
+        "/api/users": {"get": _op("Users with role and limits (admins)")},
+        "/api/users/{name}": {
+            "post": _op(
+                "Change a user's role or limits (admins)", body="UserChange", params=[_path_param("name", "user")]
+            )
+        },
         "/api/submissions/{run_id}/{kind}.csv": {
             "get": _op(
                 "Download submission.csv or the probabilities",
@@ -201,7 +239,8 @@ def document(server: str) -> dict:
             "title": "dataslayer web UI API",
             "version": "1",
             "description": "Queue training runs, sweeps and submissions, watch them, promote models. "
-            "Authenticate with 'Authorization: Bearer TOKEN' (your token is on the profile page).",
+            "Authenticate with 'Authorization: Bearer TOKEN' (make one on the profile page). Bodies are strict: "
+            "unknown fields are refused by name, numbers must be JSON numbers and booleans JSON booleans.",
         },
         "servers": [{"url": server}],
         "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},

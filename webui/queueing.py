@@ -1,7 +1,9 @@
-"""Queueing from the forms and the API: datasets by name, web-only limits, then the JobClient.
+"""Queueing from the forms and the API: role and limits, datasets by name, web-only limits, then the JobClient.
 
-Both entrances pass through here so they refuse the same things: a path in any field, a weights
-file named by path, an unknown dataset. Everything else is the parameter models' job.
+Both entrances pass through here so they refuse the same things: a role that may not queue, a
+user over their limits (worker/users.py), a path in any field, a weights file named by path, an
+unknown dataset. JSON requests are also type-checked strictly (`strict=True`: "1" is no number);
+form values are strings by nature and the models parse them. Everything else is the models' job.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from flask import current_app
 
 from mlcore.errors import ParamsError
 from mlcore.names import CHAMPION, IDEMPOTENCY_KEY_RE, MODEL_NAME_RE, PRIORITIES
+from mlcore.params import PredictParams, TrainParams, build, check_types
+from webui import users
 from webui.datasets import UnknownDataset, resolve_dataset
 from webui.jobqueue import jobs
 from webui.paramforms import WEB_CHOICES
+from worker.users import check_limits, check_queueing
 
 SERVER_ONLY = {"data_dir", "output"}  # chosen by the server; a request may not set them
 
@@ -30,10 +35,17 @@ def idempotency_key(user: str, token: str | None) -> str | None:
 
 
 def check_priority(priority: Any) -> str:
-    """One of high, normal, low."""
-    if priority not in PRIORITIES:
+    """One of high, normal, low; then the caller's role may queue at all, and at this priority (403 otherwise)."""
+    if not isinstance(priority, str) or priority not in PRIORITIES:
         raise ParamsError("priority", f"expected one of {', '.join(PRIORITIES)}")
+    check_queueing(users.current(), priority)
     return priority
+
+
+def _within_limits(runs: int, sweep: bool = False) -> None:
+    """The caller's queued + running jobs and sweep size limits (429 / 403 naming the limit)."""
+    account = users.current()
+    check_limits(account, runs=runs, sweep=sweep, active=lambda: jobs().active_jobs(account.name))
 
 
 def _dataset_dir(name: Any, kind: str) -> str:
@@ -67,25 +79,47 @@ def run_name(value: Any) -> str | None:
 
 
 def queue_train(
-    values: dict[str, Any], dataset: Any, *, priority: Any, user: str, token: str | None = None, name: Any = None
+    values: dict[str, Any],
+    dataset: Any,
+    *,
+    priority: Any,
+    user: str,
+    token: str | None = None,
+    name: Any = None,
+    strict: bool = False,
 ) -> str:
     """Validate and queue one training job; returns its run id."""
+    priority = check_priority(priority)
     _web_limits(values)
+    if strict:
+        check_types(TrainParams, values)
     key = idempotency_key(user, token)
-    values = {**values, "data_dir": _dataset_dir(dataset, "train")}
+    params = build(TrainParams, {**values, "data_dir": _dataset_dir(dataset, "train")})
+    _within_limits(1)
     return jobs().submit_train(
-        values, priority=check_priority(priority), submitted_by=user, idempotency_key=key, run_name=run_name(name)
+        params, priority=priority, submitted_by=user, idempotency_key=key, run_name=run_name(name)
     )
 
 
-def sweep_values(base: dict[str, Any], dataset: Any, spec: dict[str, Any]) -> dict[str, Any]:
+def sweep_values(base: dict[str, Any], dataset: Any, spec: dict[str, Any], strict: bool = False) -> dict[str, Any]:
     """The SweepParams values for a base, a dataset and the sweep's own settings."""
+    from worker.sweep import Range, SweepParams
+
     _web_limits(base)
     for field in ("grid", "ranges"):
         if not isinstance(spec.get(field, {}), dict):
             raise ParamsError(field, "expected an object of field -> values")
     _web_limits(spec.get("grid", {}), "grid.")
     _web_limits(spec.get("ranges", {}), "ranges.")
+    if strict:
+        check_types(TrainParams, base, "base.")
+        check_types(SweepParams, {k: v for k, v in spec.items() if k not in ("grid", "ranges")})
+        for key, values in spec.get("grid", {}).items():
+            for value in values if isinstance(values, list) else []:
+                check_types(TrainParams, {key: value}, "grid.")
+        for key, bounds in spec.get("ranges", {}).items():
+            if isinstance(bounds, dict):
+                check_types(Range, bounds, f"ranges.{key}.")
     return {**spec, "base": {**base, "data_dir": _dataset_dir(dataset, "train")}}
 
 
@@ -98,8 +132,10 @@ def count_sweep(values: dict[str, Any]) -> int:
 
 def queue_sweep(values: dict[str, Any], *, priority: Any, user: str, token: str | None = None) -> str:
     """Validate and queue a sweep; returns the parent's run id."""
+    priority = check_priority(priority)
     key = idempotency_key(user, token)
-    return jobs().submit_sweep(values, priority=check_priority(priority), submitted_by=user, idempotency_key=key)
+    _within_limits(count_sweep(values), sweep=True)
+    return jobs().submit_sweep(values, priority=priority, submitted_by=user, idempotency_key=key)
 
 
 def model_uri(version: Any) -> str:
@@ -115,13 +151,25 @@ def model_uri(version: Any) -> str:
 
 
 def queue_predict(
-    dataset: Any, *, version: Any, threshold: Any, priority: Any, user: str, token: str | None = None
+    dataset: Any,
+    *,
+    version: Any,
+    threshold: Any,
+    priority: Any,
+    user: str,
+    token: str | None = None,
+    strict: bool = False,
 ) -> str:
     """Queue a prediction job writing a fresh submission; returns its run id."""
+    priority = check_priority(priority)
     key = idempotency_key(user, token)
+    if strict:
+        check_types(PredictParams, {"threshold": threshold})
     values: dict[str, Any] = {"data_dir": _dataset_dir(dataset, "test"), "model_uri": model_uri(version)}
     if threshold not in (None, ""):
         values["threshold"] = threshold
+    params = build(PredictParams, values)
+    _within_limits(1)
     return jobs().submit_predict(
-        values, priority=check_priority(priority), submitted_by=user, idempotency_key=key, run_name="submission"
+        params, priority=priority, submitted_by=user, idempotency_key=key, run_name="submission"
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Flask, current_app, g, request
 
 NAV = [
@@ -31,10 +33,16 @@ def signed(value, digits: int = 4) -> str:
     return f"{value:+.{digits}f}".replace("-", "−")
 
 
+def utc(seconds) -> str:
+    """Epoch seconds as a UTC date and time."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(seconds)))
+
+
 def init_templating(app: Flask) -> None:
     """Register filters and the common context."""
     app.jinja_env.filters["number"] = number
     app.jinja_env.filters["signed"] = signed
+    app.jinja_env.filters["timestamp"] = utc
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
 
@@ -44,6 +52,7 @@ def init_templating(app: Flask) -> None:
             "stack_services": stack_services() if g.get("user") else [],
             "nav": NAV,
             "user": g.get("user"),
+            "role": g.account.role if g.get("account") else None,
             "current_endpoint": request.endpoint or "",
         }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from mlcore import cli as mlcore_cli
-from worker.commands import queue, stack
+from worker.commands import queue, stack, users
 
 
 def command_tree() -> click.Group:
@@ -22,7 +22,7 @@ def command_tree() -> click.Group:
         help="Fall detection for the Dataslayer competition: train, queue, track in MLflow, predict, submit.",
         context_settings=mlcore_cli.cli.context_settings,
     )
-    for command in (*queue.COMMANDS, *stack.COMMANDS):
+    for command in (*queue.COMMANDS, *stack.COMMANDS, *users.COMMANDS):
         group.add_command(command)
     return group
 

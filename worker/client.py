@@ -25,6 +25,7 @@ from mlcore.registry import Registry
 from worker.broker import Broker, enqueue
 from worker.errors import QueueUnavailable, TrackingUnavailable, queue_calls, tracking_calls
 from worker.job import Job
+from worker.jobs import check_locations
 from worker.settings import Settings, get_settings
 from worker.state import PREFIX, JobState, connect
 from worker.sweep import SweepParams, sweep_params
@@ -53,11 +54,13 @@ class JobClient:
     def submit_train(self, values: dict | TrainParams, **kwargs) -> str:
         """Queue one training job; returns its run id."""
         params = values if isinstance(values, TrainParams) else build(TrainParams, values)
+        check_locations(params, self.settings)  # the workers refuse anything else: say so now
         return self._submit("train", params, params.experiment_name, **kwargs)
 
     def submit_predict(self, values: dict | PredictParams, **kwargs) -> str:
         """Queue one prediction job; returns its run id."""
         params = values if isinstance(values, PredictParams) else build(PredictParams, values)
+        check_locations(params, self.settings)
         return self._submit("predict", params, params.experiment_name, **kwargs)
 
     def submit_sweep(
@@ -71,6 +74,8 @@ class JobClient:
         """Queue a sweep: a parent run and one child run per combination; returns the parent's run id."""
         sweep = values if isinstance(values, SweepParams) else sweep_params(values)
         children = sweep.children()  # every child validated before anything is created
+        for child in children:
+            check_locations(child, self.settings)
         self._check_priority(priority)
 
         def create() -> str:
@@ -296,6 +301,28 @@ class JobClient:
                 experiments, " and ".join(filters), max_results=limit, order_by=["attributes.start_time DESC"]
             )
         return [Job.from_run(r, self._progress(r.info.run_id) if with_progress else None) for r in runs]
+
+    def active_jobs(self, user: str) -> int:
+        """How many training and prediction jobs `user` has queued (SCHEDULED) or running: what their limit counts."""
+        from mlcore.names import USER_NAME_RE
+
+        if not USER_NAME_RE.match(user):  # it goes into a filter string
+            raise ParamsError("user", "expected a user name")
+        base = f"tags.`{Tag.SUBMITTED_BY}` = '{user}' and tags.`{Tag.JOB_TYPE}` != 'sweep'"
+        count = 0
+        with self.tracking():
+            experiments = [e.experiment_id for e in self.mlflow.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+            for status in ("SCHEDULED", "RUNNING"):
+                token = None
+                while experiments:
+                    page = self.mlflow.search_runs(
+                        experiments, f"{base} and attributes.status = '{status}'", max_results=1000, page_token=token
+                    )
+                    count += len(page)
+                    token = page.token
+                    if not token:
+                        break
+        return count
 
     def log_tail(self, run_id: str, n: int = 200) -> list[str]:
         """The last lines of the job's log."""

@@ -8,6 +8,7 @@ also publishes progress and turns cancel and drain requests into events the trai
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import resource
@@ -15,6 +16,7 @@ import shutil
 import signal
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -186,6 +188,44 @@ def _dispatch(job_type: str, run_id: str, params: dict, hooks: JobHooks, tracker
     raise ValueError(f"unknown job type {job_type!r}")
 
 
+def check_locations(params, settings=None) -> None:
+    """The data-root rule: datasets only under DATASLAYER_DATA_ROOT, weights files only from there or STATE/weights."""
+    s = settings or get_settings()
+    root = s.data_root.resolve()
+    data_dir = Path(params.data_dir).resolve()
+    if not data_dir.is_relative_to(root):
+        raise ParamsError("data_dir", f"{data_dir} lies outside the data root {root} (DATASLAYER_DATA_ROOT)")
+    pretrained = getattr(params, "pretrained", "none")
+    if pretrained not in ("imagenet", "none"):
+        allowed = (root, (s.state_dir / "weights").resolve())
+        if not any(Path(pretrained).resolve().is_relative_to(d) for d in allowed):
+            raise ParamsError(
+                "pretrained", f"weights are read only from {allowed[0]} or {allowed[1]}, not {pretrained}"
+            )
+    output = getattr(params, "output", None)
+    if output is not None and output.name in ("", ".", ".."):
+        raise ParamsError("output", "expected a file name")
+
+
+def validate_message(job_type: str, params: Any, run) -> Any:
+    """A queued message checked again as its entrance checked it: the parameter model, the data-root rule, and the
+    parameters recorded on its run at submission (a message pushed straight into Redis carries others)."""
+    from mlcore.params import PredictParams, TrainParams, build
+
+    models = {"train": TrainParams, "predict": PredictParams}
+    if job_type not in models:
+        raise ParamsError("job_type", f"expected one of {', '.join(models)}")
+    if not isinstance(params, dict):
+        raise ParamsError("params", "expected an object of parameters")
+    validated = build(models[job_type], params)
+    check_locations(validated)
+    recorded = json.loads(run.data.tags.get(Tag.PARAMS_JSON) or "null")
+    if recorded != params:
+        changed = sorted(k for k in set(params) | set(recorded or {}) if params.get(k) != (recorded or {}).get(k))
+        raise ParamsError((changed or ["params"])[0], "differs from the parameters recorded on the run at submission")
+    return validated
+
+
 def run_job(job_type: str, run_id: str, params: dict, *, requeue, worker: str) -> dict:
     """Run one delivery of a job on `worker` (its Celery node name); `requeue()` puts it back after a preemption."""
     s = get_settings()
@@ -194,6 +234,14 @@ def run_job(job_type: str, run_id: str, params: dict, *, requeue, worker: str) -
     run = client.get_run(run_id)
     if run.info.status in TERMINAL:
         return {"run_id": run_id, "skipped": f"run already {run.info.status}"}
+    try:
+        validate_message(job_type, params, run)
+    except ParamsError as exc:  # never run: fail the run, naming the field
+        reason = f"refused message: invalid parameters: {exc}"
+        log.warning("job %s %s", run_id, reason)
+        _end_run(client, run_id, "FAILED", reason)
+        _quietly(lambda: state.append_log(reason))
+        return {"run_id": run_id, "failed": reason}
     if state.cancel_requested():
         _end_run(client, run_id, "KILLED", "cancelled before it started")
         return {"run_id": run_id, "skipped": "cancelled"}

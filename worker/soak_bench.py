@@ -67,7 +67,11 @@ def run_soak(jobs: int, workers: int, kill_every: float, seed: int, root: Path, 
     state_dir = root / "state"
     config = read_state(state_dir)["config"]
     settings = replace(
-        get_settings(), redis_url=config["redis_url"], tracking_uri=config["tracking_uri"], state_dir=state_dir
+        get_settings(),
+        redis_url=config["redis_url"],
+        tracking_uri=config["tracking_uri"],
+        state_dir=state_dir,
+        data_root=data,
     )
     client = JobClient(settings)
     rng = random.Random(seed)

@@ -106,6 +106,12 @@ def user_client(client):
 
 
 @pytest.fixture
+def admin_token(app) -> str:
+    """A freshly issued API token of the admin (stored in the app's users file, as the profile page does)."""
+    return app.config["USERS"].store.issue_token(ADMIN, label="test")[0]
+
+
+@pytest.fixture
 def experiment(request) -> str:
     """An MLflow experiment name unique to the test, to count what a test created."""
     return "ui-" + re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:60] + "-" + uuid.uuid4().hex[:6]

@@ -5,8 +5,6 @@ import json
 import pytest
 from ui_helpers import API_TOKEN, runs_in
 
-from webui.auth import user_token
-
 TINY = {"arch": "resnet18", "pretrained": "none", "image_size": 32, "epochs": 1, "batch_size": 8, "device": "cpu"}
 
 
@@ -49,9 +47,8 @@ def test_a_configured_token_queues_a_run_as_its_user(client, experiment, job_cli
     )  # numbers as numbers (issue 17, item 14)
 
 
-def test_the_personal_token_from_the_profile_page_works(app, client, experiment):
-    with app.app_context():
-        token = user_token("admin")
+def test_an_issued_personal_token_works(client, experiment, admin_token):
+    token = admin_token
     response = client.post(
         "/api/runs", json={"dataset": "demo", "params": {**TINY, "experiment_name": experiment}}, headers=auth(token)
     )
@@ -140,13 +137,14 @@ def test_cancel_log_metrics_and_datasets(client, experiment, job_client):
     )
 
 
-def test_models_promote_and_submissions(client, model_name, experiment):
+def test_models_promote_and_submissions(client, model_name, experiment, admin_token):
     from test_webui_models import register
 
     register(model_name, experiment, 0.6)
     assert client.get("/api/models", headers=auth()).json["versions"][0]["val_f1"] == 0.6
-    assert client.post(f"/api/models/{model_name}/1/promote", headers=auth()).json["model_version"] == "1"
-    assert client.post(f"/api/models/{model_name}/7/promote", headers=auth()).status_code == 404
+    admin = auth(admin_token)  # promoting is an admin's
+    assert client.post(f"/api/models/{model_name}/1/promote", headers=admin).json["model_version"] == "1"
+    assert client.post(f"/api/models/{model_name}/7/promote", headers=admin).status_code == 404
     queued = client.post("/api/submissions", json={"dataset": "demo"}, headers=auth())
     assert queued.status_code == 201
     rows = client.get("/api/submissions", headers=auth()).json["submissions"]

@@ -1,5 +1,7 @@
 """Log-in in front of every page but /health, CSRF on every form, safe redirects, log-out."""
 
+import re
+
 import pytest
 from ui_helpers import csrf_token, log_in
 
@@ -95,9 +97,14 @@ def test_a_session_of_an_unknown_user_is_no_session(client):
     assert client.get("/jobs").status_code == 302
 
 
-def test_profile_shows_a_personal_api_token(user_client):
+def test_profile_issues_a_personal_api_token_shown_once(user_client):
     html = user_client.get("/profile").get_data(as_text=True)
-    assert "ds_" in html and "/api/openapi.json" in html
+    assert "New token" in html and "/api/openapi.json" in html and "ds_" not in html
+    made = user_client.post("/profile/tokens", data={"label": "ci", "csrf_token": csrf_token(user_client, "/profile")})
+    token = re.search(r'value="(ds_[^"]+)"', made.get_data(as_text=True)).group(1)
+    assert made.status_code == 201 and len(token) > 40
+    again = user_client.get("/profile").get_data(as_text=True)
+    assert token not in again and "ci" in again  # listed by id and label, never shown again
 
 
 def test_log_in_helper_works(client):

@@ -91,6 +91,21 @@ def _split_sweep(values: dict) -> tuple[dict, dict, dict]:
     return base, grid, ranges
 
 
+def _as_user(client, user: str, priority: str, runs: int, sweep: bool = False) -> None:
+    """A web UI user (one the users file knows) gets the same role and limit checks here, with the same words."""
+    from worker.users import Refused, UserStore, check_submit
+
+    account = UserStore().get(user)
+    if account is None:
+        return  # an operator holding the queue's credentials, not a UI user
+    try:
+        check_submit(account, priority=priority, runs=runs, sweep=sweep, active=lambda: client.active_jobs(user))
+    except Refused as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        emit({"error": exc.message, "limit": exc.limit, "status": exc.status})
+        sys.exit(1)
+
+
 def _follow(client, run_id: str, sweep: bool) -> dict:
     """Draw the job's progress until it ends; return its summary."""
     bars = ProgressBars()
@@ -141,7 +156,9 @@ def queue_train(preset, priority, samples, sweep_seed, max_concurrent, promote_b
     client = JobClient()
     user = os.environ.get("USER", "cli")
     if grid or ranges:
-        run_id = client.submit_sweep(
+        from worker.sweep import sweep_params
+
+        sweep = sweep_params(
             {
                 "base": {**PRESETS.get(preset or "", {}), **base},
                 "strategy": "random" if ranges else "grid",
@@ -151,12 +168,14 @@ def queue_train(preset, priority, samples, sweep_seed, max_concurrent, promote_b
                 "seed": sweep_seed,
                 "max_concurrent": max_concurrent,
                 "promote_best": promote_best,
-            },
-            priority=priority,
-            submitted_by=user,
+            }
         )
+        _as_user(client, user, priority, len(sweep.children()), sweep=True)
+        run_id = client.submit_sweep(sweep, priority=priority, submitted_by=user)
     else:
-        run_id = client.submit_train(train_params(preset, **base), priority=priority, submitted_by=user)
+        params = train_params(preset, **base)
+        _as_user(client, user, priority, 1)
+        run_id = client.submit_train(params, priority=priority, submitted_by=user)
     link = mlflow_ui.run_url(client.settings.tracking_uri, client.experiment_of(run_id), run_id)
     click.echo(f"queued {run_id}; follow it with `dataslayer jobs` or in the MLflow UI: {link}", err=True)
     emit(_follow(client, run_id, bool(grid or ranges)) if wait else {"run_id": run_id, "status": "SCHEDULED"})
@@ -173,7 +192,9 @@ def queue_predict(priority, wait, **values):
 
     params = build(PredictParams, {k: v for k, v in values.items() if v is not None})
     client = JobClient()
-    run_id = client.submit_predict(params, priority=priority, submitted_by=os.environ.get("USER", "cli"))
+    user = os.environ.get("USER", "cli")
+    _as_user(client, user, priority, 1)
+    run_id = client.submit_predict(params, priority=priority, submitted_by=user)
     emit(_follow(client, run_id, False) if wait else {"run_id": run_id, "status": "SCHEDULED"})
 
 
