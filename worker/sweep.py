@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -17,6 +17,8 @@ from mlcore.errors import ParamsError
 from mlcore.params import TrainParams, build
 
 MAX_CHILDREN = 256
+MAX_FIELDS = 12  # fields one sweep may vary
+MAX_VALUES = MAX_CHILDREN  # values one field may list (a longer list cannot fit the cap anyway)
 STRATEGIES = ("grid", "random")
 NOT_SWEEPABLE = {"data_dir", "experiment_name", "registered_model_name", "device"}
 SWEEPABLE = tuple(f for f in TrainParams.model_fields if f not in NOT_SWEEPABLE)
@@ -53,8 +55,12 @@ class SweepParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     base: dict[str, Any] = Field(description="TrainParams values every child shares (data_dir at least)")
     strategy: Literal[STRATEGIES] = Field("grid", description="grid: every combination; random: `samples` draws")
-    grid: dict[str, list[Any]] = Field(default_factory=dict, description="field -> values (grid), or choices (random)")
-    ranges: dict[str, Range] = Field(default_factory=dict, description="field -> numeric range (random only)")
+    grid: dict[str, Annotated[list[Any], Field(max_length=MAX_VALUES)]] = Field(
+        default_factory=dict, max_length=MAX_FIELDS, description="field -> values (grid), or choices (random)"
+    )
+    ranges: dict[str, Range] = Field(
+        default_factory=dict, max_length=MAX_FIELDS, description="field -> numeric range (random only)"
+    )
     samples: int = Field(8, ge=1, le=MAX_CHILDREN, description="random search: number of children")
     seed: int = Field(0, ge=0, description="random search: seed of the draws")
     max_concurrent: int = Field(2, ge=1, le=64, description="children running at the same time")
@@ -78,10 +84,27 @@ class SweepParams(BaseModel):
             raise ValueError("nothing to sweep: give lists (grid) or ranges (random)")
         if set(self.grid) & set(self.ranges):
             raise ValueError(f"{sorted(set(self.grid) & set(self.ranges))} given both as a list and a range")
+        if len(self.grid) + len(self.ranges) > MAX_FIELDS:
+            raise ValueError(f"a sweep may vary at most {MAX_FIELDS} fields")
         return self
+
+    def size(self) -> int:
+        """How many children the sweep makes, computed without building them."""
+        if self.strategy == "grid":
+            return math.prod(len(v) for v in self.grid.values())
+        return self.samples
+
+    def check_size(self) -> int:
+        """The number of children; over the cap, ParamsError naming the field (milliseconds, whatever the lists)."""
+        n = self.size()
+        if n > MAX_CHILDREN:
+            sizes = " x ".join(f"{len(v)} {k}" for k, v in self.grid.items())
+            raise ParamsError("grid", f"{sizes} make {n:,} runs, more than the {MAX_CHILDREN} a sweep may have")
+        return n
 
     def combinations(self) -> list[dict[str, Any]]:
         """The varying values of each child, in a stable order."""
+        self.check_size()  # before any combination is built: a product of long lists is astronomically large
         if self.strategy == "grid":
             keys = list(self.grid)
             combos = [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
@@ -95,8 +118,6 @@ class SweepParams(BaseModel):
                 }
                 for _ in range(self.samples)
             ]
-        if len(combos) > MAX_CHILDREN:
-            raise ParamsError("grid", f"{len(combos)} runs is more than the {MAX_CHILDREN} a sweep may have")
         return combos
 
     def children(self) -> list[TrainParams]:

@@ -66,6 +66,15 @@ def test_sweep_size_is_capped(demo_root):
         sweep_params({"base": {"data_dir": str(demo_root)}, "grid": {"seed": list(range(MAX_CHILDREN + 1))}}).children()
 
 
+def test_the_size_is_known_before_any_combination_is_built(demo_root):
+    grid = {f: list(range(1, 41)) for f in ("batch_size", "epochs", "image_size", "eval_batch_size", "seed")}
+    sweep = sweep_params({"base": {"data_dir": str(demo_root)}, "grid": grid})
+    assert sweep.size() == 40**5
+    with pytest.raises(ParamsError, match="102,400,000 runs") as info:
+        sweep.combinations()  # would take minutes and gigabytes if it built the product first
+    assert info.value.field == "grid"
+
+
 def test_cli_values_split_into_base_lists_and_ranges():
     base, grid, ranges = _split_sweep(
         {
