@@ -88,20 +88,10 @@ def _kill_worker_when(stack, client, run_id, what: str, predicate) -> None:
     stack.wait_running(service, not_pid=old)
 
 
-def test_an_operators_bad_day_loses_and_repeats_nothing(stack, client, small_disk, request):
+def test_an_operators_bad_day_loses_and_repeats_nothing(stack, client, small_disk, request, tiny_train_values):
     name = "fault-suite"
-    job = dict(
-        arch="resnet18",
-        pretrained="none",
-        image_size=32,
-        epochs=EPOCHS,
-        batch_size=8,
-        learning_rate=1e-3,
-        device="cpu",
-        eval_batch_size=64,
-        experiment_name=name,
-        registered_model_name=name,
-    )
+    job = {**tiny_train_values, "epochs": EPOCHS, "eval_batch_size": 64}
+    job.update(experiment_name=name, registered_model_name=name)
     data = stack.env["DATASLAYER_DATA_ROOT"]
     runs = [client.submit_train({**job, "data_dir": f"{data}/hd", "epochs": 1, "batch_size": 64})]
     runs += [client.submit_train({**job, "data_dir": f"{data}/demo"}) for _ in range(10)]
