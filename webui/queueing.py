@@ -103,12 +103,13 @@ def queue_train(
 
 def sweep_values(base: dict[str, Any], dataset: Any, spec: dict[str, Any], strict: bool = False) -> dict[str, Any]:
     """The SweepParams values for a base, a dataset and the sweep's own settings."""
-    from worker.sweep import Range, SweepParams
+    from worker.sweep import Range, SweepParams, check_shape
 
     _web_limits(base)
     for field in ("grid", "ranges"):
         if not isinstance(spec.get(field, {}), dict):
             raise ParamsError(field, "expected an object of field -> values")
+    check_shape(spec.get("grid"), spec.get("ranges"))
     _web_limits(spec.get("grid", {}), "grid.")
     _web_limits(spec.get("ranges", {}), "ranges.")
     if strict:

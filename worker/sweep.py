@@ -134,6 +134,19 @@ class SweepParams(BaseModel):
         return out
 
 
+def check_shape(grid: Any, ranges: Any) -> None:
+    """The sweep's shape limits (fields varied, values per list), checked before any value is: milliseconds whatever
+    the request, ParamsError naming the field."""
+    grid = grid if isinstance(grid, dict) else {}
+    ranges = ranges if isinstance(ranges, dict) else {}
+    if len(grid) + len(ranges) > MAX_FIELDS:
+        field = "ranges" if len(ranges) > MAX_FIELDS else "grid"
+        raise ParamsError(field, f"a sweep may vary at most {MAX_FIELDS} fields (got {len(grid) + len(ranges)})")
+    for key, values in grid.items():
+        if isinstance(values, list) and len(values) > MAX_VALUES:
+            raise ParamsError(f"grid.{key}", f"at most {MAX_VALUES} values (got {len(values)})")
+
+
 def sweep_params(values: dict[str, Any]) -> SweepParams:
     """Validate a sweep into SweepParams, raising ParamsError naming the field."""
     return build(SweepParams, values)

@@ -74,10 +74,10 @@ def test_with_redis_down_nothing_is_created(job_client, tiny_train_values, redis
 
 
 def test_the_same_idempotency_key_queues_one_job(job_client, tiny_train_values, redis_server):
-    values = {**tiny_train_values, "experiment_name": "twice"}
+    values = {**tiny_train_values, "experiment_name": "same-key"}
     first = job_client.submit_train(values, idempotency_key="form-123")
     second = job_client.submit_train(values, idempotency_key="form-123")
-    assert first == second and len(_runs("twice")) == 1 and len(_queued(redis_server.url)) == 1
+    assert first == second and len(_runs("same-key")) == 1 and len(_queued(redis_server.url)) == 1
 
 
 def test_cancelling_a_queued_job_ends_it_before_it_starts(job_client, tiny_train_values):

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from queue_helpers import epoch_steps, versions_of, wait_until
@@ -66,6 +67,7 @@ def client(stack):
         redis_url=stack.redis_url,
         tracking_uri=stack.tracking_uri,
         state_dir=stack.state_dir,
+        data_root=Path(stack.env["DATASLAYER_DATA_ROOT"]),
         lease_ttl=4,
         queue="dataslayer",
     )
