@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,9 @@ def queue_env(redis_server, tracking_server, tmp_path, tmp_path_factory, monkeyp
     env = {
         # Workers read datasets only under the data root: the tests' datasets all live under pytest's base folder.
         "DATASLAYER_DATA_ROOT": str(tmp_path_factory.getbasetemp()),
+        # One queue per test: the session's tracking server holds every test's runs, and a worker reconciles only its
+        # own queue's, so no test's reconciler adopts what another test left RUNNING.
+        "DATASLAYER_QUEUE": f"dataslayer-{uuid.uuid4().hex[:8]}",
         "REDIS_URL": redis_server.url,
         "MLFLOW_TRACKING_URI": tracking_server.url,
         "DATASLAYER_STATE_DIR": str(tmp_path / "state"),

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Param, ViewType
 
 from mlcore.errors import ParamsError
-from mlcore.names import JOB_TYPES, PRIORITIES, RUN_ID_RE, STATUSES, Tag
+from mlcore.names import JOB_TYPES, PRIORITIES, QUEUE_NAME_RE, RUN_ID_RE, STATUSES, Tag
 from mlcore.params import PredictParams, TrainParams, build
 from mlcore.registry import Registry
 from worker.broker import Broker, enqueue
@@ -275,10 +275,11 @@ class JobClient:
         status: str | None = None,
         job_type: str | None = None,
         sweep: str | None = None,
+        queue: str | None = None,
         limit: int = 200,
         with_progress: bool = False,
     ) -> list[Job]:
-        """Jobs newest first, filtered by MLflow status, job type or sweep parent."""
+        """Jobs newest first, filtered by MLflow status, job type, sweep parent or the queue they were sent to."""
         # Values go into an MLflow filter string: accept only known words and run ids.
         if status is not None and status not in STATUSES:
             raise ParamsError("status", f"expected one of {', '.join(STATUSES)}")
@@ -286,6 +287,8 @@ class JobClient:
             raise ParamsError("job_type", f"expected one of {', '.join(JOB_TYPES)}")
         if sweep is not None and not RUN_ID_RE.match(sweep):
             raise ParamsError("sweep", "expected a run id (32 hexadecimal digits)")
+        if queue is not None and not QUEUE_NAME_RE.match(queue):
+            raise ParamsError("queue", "expected a queue name (letters, digits, '.', '_', '-')")
         filters = [f"tags.`{Tag.JOB_TYPE}` != ''"]
         if status:
             filters.append(f"attributes.status = '{status}'")
@@ -293,6 +296,8 @@ class JobClient:
             filters.append(f"tags.`{Tag.JOB_TYPE}` = '{job_type}'")
         if sweep:
             filters.append(f"tags.`{Tag.PARENT_RUN_ID}` = '{sweep}'")
+        if queue:
+            filters.append(f"tags.`{Tag.QUEUE}` = '{queue}'")
         with self.tracking():
             experiments = [e.experiment_id for e in self.mlflow.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
             if not experiments:

@@ -44,13 +44,16 @@ def reconcile_once() -> list[dict]:
 def reconcile(client) -> list[dict]:
     """Requeue or fail RUNNING runs whose lease expired; advance sweeps whose children ended meanwhile.
 
+    Only runs sent to this worker's queue (tag `dataslayer.queue`) are its business: two stacks that share
+    a tracking server (a team's and someone's laptop, staging and production) never adopt each other's jobs.
+
     A requeued job keeps one message, at the front of its priority (`Broker.ensure_queued`): the
     one Celery put back at the back, the one its dead worker held, or a new one if Redis lost it.
     """
     broker = Broker(client.settings)
     grace = client.settings.lease_ttl
     actions = []
-    for job in client.list_jobs(status="RUNNING", limit=1000):
+    for job in client.list_jobs(status="RUNNING", queue=client.settings.queue, limit=1000):
         if job.job_type == "sweep":
             actions.append({"sweep": job.run_id, **advance_sweep(client, job.run_id)})
             continue
@@ -73,7 +76,8 @@ def reconcile(client) -> list[dict]:
             done = broker.ensure_queued(job.job_type, job.run_id, params, job.priority, grace=grace)
             actions.append({"run_id": job.run_id, "action": "requeued", "message": done})
     queued = broker.positions()
-    suspects = [j for j in client.list_jobs(status="SCHEDULED", limit=1000) if _lost(j, queued, broker, client, grace)]
+    scheduled = client.list_jobs(status="SCHEDULED", queue=client.settings.queue, limit=1000)
+    suspects = [j for j in scheduled if _lost(j, queued, broker, client, grace)]
     if suspects:
         # A worker's pop and its "unacknowledged" record are two steps: look again once that moment has passed.
         time.sleep(1.0)

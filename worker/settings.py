@@ -14,11 +14,18 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from mlcore.names import DEFAULT_STATE_DIR
+from mlcore.names import DEFAULT_STATE_DIR, QUEUE_NAME_RE
 
 
 def _int(name: str, default: int) -> int:
     return int(os.environ.get(name) or default)
+
+
+def _queue() -> str:
+    value = os.environ.get("DATASLAYER_QUEUE") or "dataslayer"
+    if not QUEUE_NAME_RE.match(value):
+        raise ValueError(f"DATASLAYER_QUEUE={value!r}: expected letters, digits, '.', '_' or '-' (at most 100)")
+    return value
 
 
 def _path(name: str, default: Path) -> Path:
@@ -82,7 +89,7 @@ def get_settings() -> Settings:
         lease_ttl=_int("DATASLAYER_LEASE_TTL", 60),
         heartbeat_s=float(env("DATASLAYER_HEARTBEAT_S") or 5),
         reconcile_every_s=float(env("DATASLAYER_RECONCILE_S") or 30),
-        queue=env("DATASLAYER_QUEUE") or "dataslayer",
+        queue=_queue(),
         job_memory_mb=int(env("DATASLAYER_JOB_MEMORY_MB")) if env("DATASLAYER_JOB_MEMORY_MB") else None,
     )
 

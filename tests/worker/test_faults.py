@@ -28,7 +28,7 @@ def _assert_once(job_client, run_id, model_name, epochs):
     assert epoch_steps(job_client, run_id) == list(range(1, epochs + 1))
     assert epoch_steps(job_client, run_id, "train_loss") == list(range(1, epochs + 1))
     assert [v.run_id for v in versions_of(job_client, model_name)] == [run_id]
-    assert job_client.list_jobs(status="RUNNING") == []
+    assert job_client.list_jobs(status="RUNNING", queue=job_client.settings.queue) == []
     return job
 
 

@@ -36,5 +36,5 @@ def test_a_job_out_of_memory_fails_clearly_and_the_worker_takes_the_next_job(job
     done = job_client.wait(nxt, timeout=120)
     assert done.status == "FINISHED", done.failure
     assert [v.run_id for v in versions_of(job_client, tiny_job["registered_model_name"])] == [nxt]
-    assert job_client.list_jobs(status="RUNNING") == []
+    assert job_client.list_jobs(status="RUNNING", queue=job_client.settings.queue) == []
     assert w1.log_path.read_text().count(f"job memory capped at {CAP_MB} MB") == 2  # the cap, not the backstop
