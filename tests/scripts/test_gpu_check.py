@@ -28,6 +28,7 @@ def test_dry_run_lists_every_stage():
         assert f"{name} (timeout" in done.stdout
     assert "pytest -m cuda tests/cuda" in done.stdout
     assert "mlcore.bench --device cuda" in done.stdout
+    assert "--confcutdir tests/cuda" in done.stdout
 
 
 def test_timeouts_fit_in_eight_minutes():
@@ -60,11 +61,12 @@ def test_missing_modules_skip_the_stage_with_the_note(tmp_path):
 
 
 def test_a_failing_stage_does_not_stop_the_later_ones(tmp_path):
-    (tmp_path / "last.json").write_text('{"images_per_s": 1.5}')
+    (tmp_path / "last.json").write_text('{"stale": 1}')
+    write = f"import pathlib; pathlib.Path({str(tmp_path / 'last.json')!r}).write_text('{{\"images_per_s\": 1.5}}')"
     plan = [
         gpu_check.Stage("fails", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], 20, (), False),
         gpu_check.Stage("hangs", [sys.executable, "-c", "import time; time.sleep(30)"], 1, (), False),
-        gpu_check.Stage("last", [sys.executable, "-c", "pass"], 20, (), False),
+        gpu_check.Stage("last", [sys.executable, "-c", write], 20, (), False),
     ]
     results = gpu_check.run_all(plan, has_cuda=False, json_dir=tmp_path)
     assert [(r.status, r.reason) for r in results] == [
@@ -74,3 +76,9 @@ def test_a_failing_stage_does_not_stop_the_later_ones(tmp_path):
     ]
     assert "boom" in results[0].tail
     assert results[2].figures == {"images_per_s": 1.5}
+
+
+def test_per_test_figures_are_keyed_by_test(tmp_path):
+    (tmp_path / "cuda-tests.jsonl").write_text('{"test": "t::a", "mad": 0.5}\n{"test": "t::b", "p99": 2}\n')
+    assert gpu_check.read_figures(tmp_path, "cuda-tests") == {"t::a": {"mad": 0.5}, "t::b": {"p99": 2}}
+    assert gpu_check.read_figures(tmp_path, "absent") == {}
