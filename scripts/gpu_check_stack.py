@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +56,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--device", default="cuda", help="the job's device (cpu tries the stage without a GPU)")
     args = parser.parse_args()
+    # The check's timeout sends SIGTERM: exit through `finally`, which stops the services started here.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     import redis
 

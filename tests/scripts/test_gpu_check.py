@@ -32,7 +32,10 @@ def test_dry_run_lists_every_stage():
 
 
 def test_timeouts_fit_in_eight_minutes():
-    assert sum(s.timeout_s for s in gpu_check.stages(Path("/tmp"))) <= 8 * 60 - 30
+    plan = gpu_check.stages(Path("/tmp"))
+    assert (
+        sum(s.timeout_s + gpu_check.GRACE_S for s in plan) + 20 <= 8 * 60
+    )  # 20 s: installing the wheels, probing CUDA
 
 
 def test_cpu_run_skips_cuda_stages_and_writes_the_documented_json(tmp_path):
