@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO   ?= demo
 
-.PHONY: test lint demo up system-deps clean
+.PHONY: test lint demo up system-deps clean gpu-check
 
 # Debian packages the browser tests (chromium) and the team-deployment tests (postgresql) use.
 SYSTEM_BINS := chromium:chromium postgresql:/usr/lib/postgresql/*/bin/initdb
@@ -44,6 +44,11 @@ up: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/dataslayer demo "$(DEMO)"
+
+# The one prepared check for a GPU machine (docs/GPU.md); plain python3, no venv: a bare GPU box has none.
+GPU_CHECK_ARGS ?= --wheels .whl --json gpu-check.json
+gpu-check:
+	$(PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache mlflow.db mlartifacts
