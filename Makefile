@@ -30,7 +30,7 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 
 # Style cannot drift: the formatter and the linter run before the tests.
-LINTED := mlcore worker webui tests infra
+LINTED := mlcore worker webui tests infra scripts
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check --quiet $(LINTED)
