@@ -107,9 +107,8 @@ def test_a_pickled_message_is_refused_and_the_queue_keeps_draining(
     start_worker("w1")
     assert job_client.wait(run_id, timeout=240).status == "FINISHED"
     assert not marker.exists()
-    assert (
-        redis.Redis.from_url(queue_env["REDIS_URL"]).llen(queue_env["DATASLAYER_QUEUE"]) == 0
-    )  # consumed and refused, not stuck
+    queue = redis.Redis.from_url(queue_env["REDIS_URL"])
+    assert queue.llen(queue_env["DATASLAYER_QUEUE"]) == 0  # consumed and refused, not stuck
 
 
 def test_the_queue_benchmark_reports_latency_and_throughput(job_client, start_worker, demo_root, tmp_path):
