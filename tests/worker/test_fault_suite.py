@@ -83,11 +83,16 @@ def _worker_of(client, run_id) -> str:
     return _progress(client, run_id)["worker"].split("@")[0]
 
 
-def _kill_worker_when(stack, client, run_id, what: str, predicate) -> None:
+def _kill_worker_when(stack, client, run_id, what: str, predicate) -> tuple[str, int]:
+    """SIGKILL the worker running a job once its progress matches; returns (service, old pid) to wait on."""
     wait_until(lambda: predicate(_progress(client, run_id)), 240, 0.05, f"{run_id[:8]} {what}")
     service = _worker_of(client, run_id)
-    old = stack.kill(service)
-    stack.wait_running(service, not_pid=old)
+    return service, stack.kill(service)
+
+
+def _wait_restarted(stack, killed: list[tuple[str, int]]) -> None:
+    for service, old in killed:
+        stack.wait_running(service, not_pid=old)
 
 
 def test_an_operators_bad_day_loses_and_repeats_nothing(stack, client, small_disk, request, tiny_train_values):
@@ -95,8 +100,9 @@ def test_an_operators_bad_day_loses_and_repeats_nothing(stack, client, small_dis
     job = {**tiny_train_values, "epochs": EPOCHS, "eval_batch_size": 64}
     job.update(experiment_name=name, registered_model_name=name)
     data = stack.env["DATASLAYER_DATA_ROOT"]
-    runs = [client.submit_train({**job, "data_dir": f"{data}/hd", "epochs": 1, "batch_size": 64})]
-    runs += [client.submit_train({**job, "data_dir": f"{data}/demo"}) for _ in range(10)]
+    hd = {**job, "data_dir": f"{data}/hd", "batch_size": 64}  # seconds per phase: wide enough to kill in
+    runs = [client.submit_train({**hd, "epochs": 1}), client.submit_train(hd)]
+    runs += [client.submit_train({**job, "data_dir": f"{data}/demo"}) for _ in range(9)]
     disk_full = client.submit_train({**job, "data_dir": f"{data}/demo"})  # last in line: starts after the rest
     checkpoints = stack.state_dir / "checkpoints" / disk_full
     checkpoints.mkdir(parents=True)
@@ -104,14 +110,19 @@ def test_an_operators_bad_day_loses_and_repeats_nothing(stack, client, small_dis
     subprocess.run(["mount", "--bind", str(tiny), str(checkpoints)], check=True)
     request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(checkpoints)], capture_output=True))
 
-    # 1-3: three worker kills, in three phases of three jobs.
-    _kill_worker_when(stack, client, runs[0], "decoding", lambda p: p.get("phase") == "decoding")
-    _kill_worker_when(
-        stack, client, runs[1], "mid-epoch", lambda p: p.get("phase") == "training" and (p.get("epoch") or 0) >= 2
+    # 1-3: three worker kills, in three phases of three jobs. The first two run side by side on the two workers:
+    # the mid-epoch one is watched while the first kill's worker restarts, so it cannot finish unseen meanwhile.
+    killed = [_kill_worker_when(stack, client, runs[0], "decoding", lambda p: p.get("phase") == "decoding")]
+    killed.append(
+        _kill_worker_when(
+            stack, client, runs[1], "mid-epoch", lambda p: p.get("phase") == "training" and (p.get("epoch") or 0) >= 2
+        )
     )
-    _kill_worker_when(stack, client, runs[2], "logging its model", lambda p: p.get("phase") == "logging")
+    _wait_restarted(stack, killed)
+    killed = [_kill_worker_when(stack, client, runs[2], "logging its model", lambda p: p.get("phase") == "logging")]
+    _wait_restarted(stack, killed)
     # 4: Redis dies with jobs queued and running; the supervisor brings it back on its append-only file.
-    wait_until(lambda: _progress(client, runs[4]).get("phase") == "training", 240, 0.1, "run 4 training")
+    wait_until(lambda: _progress(client, runs[4]).get("phase") not in (None, "done"), 240, 0.05, "run 4 running")
     old = stack.kill("redis")
     stack.wait_running("redis", not_pid=old)
     # 5: the tracking server dies while a job logs its model; the job waits for it and goes on.
