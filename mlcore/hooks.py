@@ -23,12 +23,18 @@ def _ignore(event: Event) -> None:
     return None
 
 
+def _keep(epoch: int, metrics: dict[str, float]) -> bool:
+    return False
+
+
 @dataclass
 class JobHooks:
-    """Callbacks a job calls: `progress(event)` with a `phase` key, and `should_stop()`."""
+    """Callbacks a job calls: `progress(event)` with a `phase` key, `should_stop()`, and after each epoch
+    `should_prune(epoch, metrics)` (a sweep's pruner, supplied by the worker: True ends the training there)."""
 
     progress: Callable[[Event], None] = _ignore
     should_stop: Callable[[], bool] = _never
+    should_prune: Callable[[int, dict[str, float]], bool] = _keep
 
 
 class Tracker(Protocol):

@@ -73,6 +73,7 @@ class Tag:
     MAX_CONCURRENT = PREFIX + "max_concurrent"
     PROMOTE_BEST = PREFIX + "promote_best"
     BEST_CHILD_RUN_ID = PREFIX + "best_child_run_id"
+    PRUNED = PREFIX + "pruned"  # the epoch a sweep's pruner stopped the trial at (the run ends FINISHED)
     # MLflow's own
     PARENT_RUN_ID = "mlflow.parentRunId"
     USER = "mlflow.user"

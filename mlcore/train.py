@@ -85,6 +85,7 @@ class TrainState:
     epoch: int = 0  # the last epoch completed
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
+    pruned_at: int | None = None  # the epoch a sweep's pruner stopped the training at (not checkpointed)
     best_score: float = -1.0
     best_model: dict | None = None
     best_probs: np.ndarray | None = None
@@ -176,6 +177,17 @@ def run_training(
         data = load_data(params, runtime, tracker, hooks, cache_dir)
         setup = build(params, runtime, data, tracker)
         state, first_step_s = fit(params, runtime, data, setup, tracker, hooks, checkpoint_dir, t_start)
+        if state.pruned_at is not None:
+            # Pruned: the run completed what was asked of it (the metrics of its epochs are valid), registers no model.
+            tracker.set_tags({Tag.PRUNED: str(state.pruned_at)})
+            return {
+                "run_id": tracker.run_id,
+                "pruned": state.pruned_at,
+                "best_epoch": state.best_epoch,
+                "epochs_run": len(state.history),
+                "val_f1_weighted": round(state.best_score, 6),
+                "wall_s": round(time.perf_counter() - t_start, 3),
+            }
         tuned = finish(params, data, setup, state, tracker, hooks)
     best = state.history[state.best_epoch - 1]
     threshold, threshold_f1 = tuned.pop("threshold"), tuned.pop("threshold_f1")
@@ -339,6 +351,9 @@ def fit(
         tracker.log_epoch(epoch, metrics)
         progress.metrics = {k: round(v, 4) for k, v in metrics.items() if k in SHOWN_METRICS}
         progress.phase("epoch_end", metrics=progress.metrics)
+        if epoch < params.epochs and hooks.should_prune(epoch, metrics):
+            state.pruned_at = epoch
+            break
     return state, first_step_s
 
 

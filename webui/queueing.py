@@ -128,7 +128,7 @@ def count_sweep(values: dict[str, Any]) -> int:
     """How many runs a sweep makes; every child is validated (ParamsError names the field)."""
     from worker.sweep import sweep_params
 
-    return len(sweep_params(values).children())
+    return sweep_params(values).check()
 
 
 def queue_sweep(values: dict[str, Any], *, priority: Any, user: str, token: str | None = None) -> str:

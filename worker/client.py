@@ -73,21 +73,23 @@ class JobClient:
     ) -> str:
         """Queue a sweep: a parent run and one child run per combination; returns the parent's run id."""
         sweep = values if isinstance(values, SweepParams) else sweep_params(values)
-        children = sweep.children()  # every child validated before anything is created
-        for child in children:
+        size = sweep.check()  # every child (tpe: the search space) validated before anything is created
+        # TPE children are created one by one as slots free up (worker/scheduler.py, worker/tpe.py)
+        children = [] if sweep.strategy == "tpe" else sweep.children()
+        for child in children or [sweep.child({}, "base")]:
             check_locations(child, self.settings)
         self._check_priority(priority)
 
         def create() -> str:
-            experiment = children[0].experiment_name
+            experiment = (children or [sweep.child({}, "base")])[0].experiment_name
             parent = self._create_run(
                 experiment,
                 "sweep",
-                f"sweep of {len(children)}",
+                f"{sweep.strategy} sweep of {size}",
                 priority,
                 submitted_by,
                 {
-                    Tag.SWEEP_SIZE: str(len(children)),
+                    Tag.SWEEP_SIZE: str(size),
                     Tag.MAX_CONCURRENT: str(sweep.max_concurrent),
                     Tag.PROMOTE_BEST: str(sweep.promote_best).lower(),
                     Tag.PARAMS_JSON: sweep.model_dump_json(),
@@ -95,7 +97,10 @@ class JobClient:
             )
             spec = {
                 "strategy": sweep.strategy,
-                "runs": len(children),
+                "runs": size,
+                "objective": sweep.objective,
+                "pruner": sweep.pruner,
+                "pruning_warmup_epochs": sweep.pruning_warmup_epochs,
                 "max_concurrent": sweep.max_concurrent,
                 "promote_best": sweep.promote_best,
                 "grid": json.dumps(sweep.grid),
@@ -106,19 +111,26 @@ class JobClient:
             with self.tracking():
                 self.mlflow.log_batch(parent, params=[Param(k, str(v)[:6000]) for k, v in spec.items()])
             for i, child in enumerate(children):
-                run_id = self._create_run(
-                    experiment,
-                    "train",
-                    f"sweep child {i + 1}",
-                    priority,
-                    submitted_by,
-                    {Tag.PARENT_RUN_ID: parent, Tag.SWEEP_INDEX: str(i)},
-                )
-                self._record_params(run_id, child)
+                self.create_sweep_child(parent, experiment, i, child, priority, submitted_by)
             self._send("sweep", parent, {}, "high", on_error=lambda: self._delete([parent]))
             return parent
 
         return self._once(idempotency_key, create)
+
+    def create_sweep_child(
+        self, parent: str, experiment: str, index: int, params: TrainParams, priority: str, submitted_by: str
+    ) -> str:
+        """One child run of a sweep, SCHEDULED with its index and parameters (the scheduler enqueues it)."""
+        run_id = self._create_run(
+            experiment,
+            "train",
+            f"sweep child {index + 1}",
+            priority,
+            submitted_by,
+            {Tag.PARENT_RUN_ID: parent, Tag.SWEEP_INDEX: str(index)},
+        )
+        self._record_params(run_id, params)
+        return run_id
 
     def _submit(
         self,

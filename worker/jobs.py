@@ -188,6 +188,19 @@ def _dispatch(job_type: str, run_id: str, params: dict, hooks: JobHooks, tracker
     raise ValueError(f"unknown job type {job_type!r}")
 
 
+def _sweep_pruner(client: MlflowClient, run_id: str, parent_id: str, params: dict):
+    """The should_prune hook of a sweep child whose sweep has a pruner (worker/pruning.py), else never prune."""
+    from worker.client import JobClient
+    from worker.pruning import should_prune_hook
+    from worker.sweep import SweepParams
+
+    parent = client.get_run(parent_id)
+    sweep = SweepParams.model_validate_json(parent.data.tags[Tag.PARAMS_JSON])
+    if sweep.pruner == "none":
+        return JobHooks().should_prune
+    return should_prune_hook(JobClient(), run_id, parent_id, sweep, int(params.get("epochs", 1)))
+
+
 def check_locations(params, settings=None) -> None:
     """The data-root rule: datasets only under DATASLAYER_DATA_ROOT, weights files only from there or STATE/weights."""
     s = settings or get_settings()
@@ -283,6 +296,8 @@ def run_job(job_type: str, run_id: str, params: dict, *, requeue, worker: str) -
         log.info("%s job %s started on %s (attempt %d)", job_type, run_id, owner, attempt)
         _cap_memory(params)
         hooks = JobHooks(progress=_progress_logger(heartbeat), should_stop=_stop_check(heartbeat))
+        if job_type == "train" and run.data.tags.get(Tag.PARENT_RUN_ID):
+            hooks.should_prune = _sweep_pruner(client, run_id, run.data.tags[Tag.PARENT_RUN_ID], params)
         t0 = time.time()
         summary = _execute(job_type, run_id, params, hooks, state)
         heartbeat.publish({"phase": "done", "summary": summary, "seconds": round(time.time() - t0, 1)})

@@ -170,7 +170,7 @@ def queue_train(preset, priority, samples, sweep_seed, max_concurrent, promote_b
                 "promote_best": promote_best,
             }
         )
-        _as_user(client, user, priority, len(sweep.children()), sweep=True)
+        _as_user(client, user, priority, sweep.check(), sweep=True)
         run_id = client.submit_sweep(sweep, priority=priority, submitted_by=user)
     else:
         params = train_params(preset, **base)
