@@ -43,6 +43,9 @@ class SweepRequest(_Request):
     ranges: dict[str, Any] | None = None
     samples: int | None = None
     seed: int | None = None
+    objective: str | None = None
+    pruner: str | None = None
+    pruning_warmup_epochs: int | None = None
     max_concurrent: int | None = None
     promote_best: bool | None = None
 
@@ -218,7 +221,8 @@ def _sweep(body: SweepRequest) -> dict:
 
 @bp.route("/sweeps", methods=["POST"])
 def create_sweep():
-    """Queue a sweep: {dataset, base, strategy, grid, ranges, samples, seed, max_concurrent, promote_best, priority}."""
+    """Queue a sweep: {dataset, base, strategy, grid, ranges, samples, seed, objective, pruner,
+    pruning_warmup_epochs, max_concurrent, promote_best, priority}."""
     body = _body(SweepRequest)
     run_id = queue_sweep(_sweep(body), priority=body.priority, user=g.user, token=_token(body))
     return jsonify(run_id=run_id, status="RUNNING"), 201

@@ -8,7 +8,7 @@ from mlcore.names import IDEMPOTENCY_KEY_RE, JOB_TYPES, PRIORITIES, RUN_ID_RE, S
 from mlcore.params import TrainParams
 from webui.paramforms import WEB_CHOICES
 from webui.queueing import SERVER_ONLY
-from worker.sweep import STRATEGIES, Range
+from worker.sweep import MAX_CHILDREN, OBJECTIVES, PRUNERS, STRATEGIES, Range
 from worker.users import ROLES
 
 
@@ -117,8 +117,31 @@ def document(server: str) -> dict:
                 "strategy": {"type": "string", "enum": list(STRATEGIES)},
                 "grid": {"type": "object", "additionalProperties": {"type": "array"}, "description": "field -> values"},
                 "ranges": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Range"}},
-                "samples": {"type": "integer", "minimum": 1},
+                "samples": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_CHILDREN,
+                    "description": "random and tpe: number of trials",
+                },
                 "seed": {"type": "integer", "minimum": 0},
+                "objective": {
+                    "type": "string",
+                    "enum": list(OBJECTIVES),
+                    "default": "val_f1_weighted",
+                    "description": "the validation metric trials are ranked by (val_loss is minimized)",
+                },
+                "pruner": {
+                    "type": "string",
+                    "enum": list(PRUNERS),
+                    "default": "none",
+                    "description": "stop unpromising trials early (any strategy)",
+                },
+                "pruning_warmup_epochs": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "default": 1,
+                    "description": "epochs a trial always runs before it is judged",
+                },
                 "max_concurrent": {"type": "integer", "minimum": 1},
                 "promote_best": {"type": "boolean"},
                 **PRIORITY,

@@ -132,7 +132,9 @@ def view(job: Job, children: list[Job] | None = None) -> dict:
         "name": job.name or job.run_id[:8],
         "job_type": job.job_type,
         "status": job.status,
-        "status_label": STATUS_LABELS.get(job.status, job.status.lower()),
+        "status_label": f"pruned at epoch {job.tags[Tag.PRUNED]}"
+        if job.pruned
+        else STATUS_LABELS.get(job.status, job.status.lower()),
         "done": job.done,
         "percent": round(percent, 1),
         "label": label,

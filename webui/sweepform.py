@@ -1,7 +1,7 @@
 """The sweep form: which training fields vary (lists or ranges), and the sweep's own settings.
 
 A numeric field takes a comma list (every value for a grid, choices for random search) or a
-low/high range (random search); a choice field takes ticked options; a switch can try both.
+low/high range (random search or TPE); a choice field takes ticked options; a switch can try both.
 """
 
 from __future__ import annotations
@@ -28,7 +28,18 @@ ROWS = (
     "aug_saturation",
     "aug_hue",
 )
-SETTINGS = ("strategy", "samples", "seed", "max_concurrent", "promote_best")
+# strategy: grid, random or tpe (Optuna's TPE proposes each trial from the results so far); pruner and
+# its warm-up stop unpromising trials early; their help text is the SweepParams field descriptions.
+SETTINGS = (
+    "strategy",
+    "samples",
+    "seed",
+    "objective",
+    "pruner",
+    "pruning_warmup_epochs",
+    "max_concurrent",
+    "promote_best",
+)
 PREFIX = "sweep."
 
 

@@ -55,6 +55,16 @@ class Job:
         return self.status in TERMINAL
 
     @property
+    def pruned(self) -> bool:
+        """Whether a sweep's pruner stopped this trial early (it ended FINISHED, tagged with the epoch)."""
+        return self.status == "FINISHED" and Tag.PRUNED in self.tags
+
+    @property
+    def state(self) -> str:
+        """The status as listed: PRUNED for a pruned trial, else the MLflow status."""
+        return "PRUNED" if self.pruned else self.status
+
+    @property
     def failure(self) -> str | None:
         """Why the job failed or was cancelled."""
         return self.tags.get(Tag.FAILURE)

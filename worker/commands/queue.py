@@ -140,15 +140,45 @@ def _follow(client, run_id: str, sweep: bool) -> dict:
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None, help="start from a preset")
 @click.option("--priority", type=click.Choice(PRIORITIES), default="normal", show_default=True)
 @click.option(
-    "--samples", type=int, default=8, show_default=True, help="random search: number of runs (when a flag is a range)"
+    "--search",
+    type=click.Choice(["grid", "random", "tpe"]),
+    default=None,
+    help="sweep strategy (default: lists make a grid, ranges a random search)",
 )
-@click.option("--sweep-seed", type=int, default=0, show_default=True, help="random search: seed of the draws")
+@click.option(
+    "--samples", type=int, default=8, show_default=True, help="random search and tpe: number of runs (trial budget)"
+)
+@click.option("--sweep-seed", type=int, default=0, show_default=True, help="random search and tpe: seed")
+@click.option(
+    "--pruner",
+    type=click.Choice(["none", "median", "asha"]),
+    default="none",
+    show_default=True,
+    help="sweep: stop unpromising runs early",
+)
+@click.option("--pruning-warmup-epochs", type=int, default=1, show_default=True, help="sweep: epochs before pruning")
+@click.option(
+    "--objective", default="val_f1_weighted", show_default=True, help="sweep: the validation metric runs are ranked by"
+)
 @click.option("--max-concurrent", type=int, default=2, show_default=True, help="sweep: runs at the same time")
 @click.option("--promote-best", is_flag=True, help="sweep: promote the best run if it beats the champion")
 @click.option("--wait", is_flag=True, help="follow the job with a progress bar until it ends")
 @params_options(TrainParams)
 @handle_errors
-def queue_train(preset, priority, samples, sweep_seed, max_concurrent, promote_best, wait, **values):
+def queue_train(
+    preset,
+    priority,
+    search,
+    samples,
+    sweep_seed,
+    pruner,
+    pruning_warmup_epochs,
+    objective,
+    max_concurrent,
+    promote_best,
+    wait,
+    **values,
+):
     """Queue a training job; `--learning-rate 1e-4,3e-4` (lists) or `1e-5:1e-3:log` (ranges) make a sweep."""
     from worker.client import JobClient
 
@@ -161,11 +191,14 @@ def queue_train(preset, priority, samples, sweep_seed, max_concurrent, promote_b
         sweep = sweep_params(
             {
                 "base": {**PRESETS.get(preset or "", {}), **base},
-                "strategy": "random" if ranges else "grid",
+                "strategy": search or ("random" if ranges else "grid"),
                 "grid": grid,
                 "ranges": ranges,
                 "samples": samples,
                 "seed": sweep_seed,
+                "pruner": pruner,
+                "pruning_warmup_epochs": pruning_warmup_epochs,
+                "objective": objective,
                 "max_concurrent": max_concurrent,
                 "promote_best": promote_best,
             }
@@ -215,7 +248,7 @@ def jobs(status, job_type, sweep, limit):
         where = f"epoch {p.get('epoch')}/{p.get('epochs')}" if p.get("phase") == "training" else p.get("phase", "")
         f1 = j.metrics.get(BEST_SELECTION_METRIC, j.metrics.get(SELECTION_METRIC))
         click.echo(
-            f"{j.run_id}  {j.job_type:<7} {j.status:<9} {where:<14} val_f1w {'-' if f1 is None else f'{f1:.4f}':<7} "
+            f"{j.run_id}  {j.job_type:<7} {j.state:<9} {where:<14} val_f1w {'-' if f1 is None else f'{f1:.4f}':<7} "
             f"{j.priority:<6} {j.submitted_by:<10} {j.name}"
         )
     emit({"jobs": len(listed)})
