@@ -62,3 +62,38 @@ def test_the_form_preview_refuses_a_huge_grid_at_once(user_client, experiment):
     response = user_client.post("/sweeps/preview", data=form)
     assert time.perf_counter() - t0 < 1.0
     assert response.json["ok"] is False and "102,400,000 runs" in response.json["error"], response.json
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ({"objective": "val_f2"}, "objective"),  # never logged
+        ({"pruner": "asha"}, "pruner"),  # a one-epoch trial
+        ({"samples": 257}, "samples"),  # over the sweep cap
+        ({"ranges": {"arch": {"low": 1, "high": 2}}}, "ranges.arch"),  # a range TPE cannot sample
+    ],
+)
+def test_tpe_and_pruner_input_is_refused_naming_the_field(client, experiment, extra, field):
+    body = {
+        "dataset": "demo",
+        "base": {**TINY, "experiment_name": experiment},
+        "strategy": "tpe",
+        "ranges": {"learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}},
+        **extra,
+    }
+    response = client.post("/api/sweeps", json=body, headers=auth())
+    assert response.status_code == 400 and response.json["field"] == field, response.json
+    assert runs_in(experiment) == []
+
+
+def test_a_tpe_sweep_with_a_pruner_previews_its_budget(client, experiment):
+    body = {
+        "dataset": "demo",
+        "base": {**TINY, "epochs": 4, "experiment_name": experiment},
+        "strategy": "tpe",
+        "samples": 6,
+        "pruner": "median",
+        "ranges": {"learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}},
+    }
+    response = client.post("/api/sweeps/preview", json=body, headers=auth())
+    assert response.status_code == 200 and response.json["runs"] == 6, response.json
