@@ -93,14 +93,15 @@ def main() -> None:
             generate_demo_dataset(
                 data, subjects=3, images_per_class=8, test_images=6, seed=1, image_size=(96, 72), frames_per_clip=4
             )
-        rows = [
-            run("random", "none", data, args.trials, args.epochs),
-            run("tpe", "asha", data, args.trials, args.epochs),
-        ]
-    print(f"{args.trials} trials of up to {args.epochs} epochs each, demo data, CPU, one at a time")
-    print(f"{'search':<14}{'best val_f1_weighted':>22}{'epochs':>8}{'pruned':>8}{'wall s':>9}")
-    for r in rows:
-        print(f"{r['search']:<14}{r['best_val_f1_weighted']:>22.4f}{r['epochs']:>8}{r['pruned']:>8}{r['wall_s']:>9.1f}")
+        print(f"{args.trials} trials of up to {args.epochs} epochs each, demo data, CPU, one at a time", flush=True)
+        print(f"{'search':<14}{'best val_f1_weighted':>22}{'epochs':>8}{'pruned':>8}{'wall s':>9}", flush=True)
+        for strategy, pruner in (("random", "none"), ("tpe", "asha")):
+            r = run(strategy, pruner, data, args.trials, args.epochs)
+            print(
+                f"{r['search']:<14}{r['best_val_f1_weighted']:>22.4f}{r['epochs']:>8}{r['pruned']:>8}"
+                f"{r['wall_s']:>9.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
