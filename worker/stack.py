@@ -349,7 +349,7 @@ class Stack:
             generate_demo_dataset(cfg.data_root / "demo")
 
     def _kept(self, variable: str, filename: str, make: Callable[[], str]) -> str:
-        """A secret from the environment, else one generated once and kept (mode 600 from creation) in the state folder."""
+        """A secret from the environment, else one made once and kept (600 from creation) in the state folder."""
         if os.environ.get(variable):
             return os.environ[variable]
         return kept_secret(private_dir(self.cfg.state_dir) / filename, make)
