@@ -343,6 +343,7 @@ class MlflowTracker:
             "arch": info["arch"],
             "image_size": str(size),
             "torch": torch.__version__.split("+")[0],
+            "precision": info["precision"],  # prediction runs in it unless the job overrides it
         }
         for key, value in tags.items():
             self._retry(

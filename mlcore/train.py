@@ -33,6 +33,7 @@ from mlcore.engine import (
     make_runtime,
     make_scheduler,
     out_of_memory,
+    precision_of,
     prepare_model,
     select_device,
     train_one_epoch,
@@ -176,7 +177,7 @@ def run_training(
         data = load_data(params, runtime, tracker, hooks, cache_dir)
         setup = build(params, runtime, data, tracker)
         state, first_step_s = fit(params, runtime, data, setup, tracker, hooks, checkpoint_dir, t_start)
-        tuned = finish(params, data, setup, state, tracker, hooks)
+        tuned = finish(params, data, setup, state, tracker, hooks, precision=precision_of(runtime))
     best = state.history[state.best_epoch - 1]
     threshold, threshold_f1 = tuned.pop("threshold"), tuned.pop("threshold_f1")
     return {
@@ -343,9 +344,18 @@ def fit(
 
 
 def finish(
-    params: TrainParams, data: TrainData, setup: TrainSetup, state: TrainState, tracker: Tracker, hooks: JobHooks
+    params: TrainParams,
+    data: TrainData,
+    setup: TrainSetup,
+    state: TrainState,
+    tracker: Tracker,
+    hooks: JobHooks,
+    *,
+    precision: str,
 ) -> dict:
     """Tune the threshold on the best epoch's validation probabilities, log the evaluation, register the model.
+
+    `precision` (bf16, fp16 or fp32, as trained) is recorded on the model version: prediction follows it.
 
     Returns what registration returned plus the tuned threshold and its F1.
     """
@@ -381,6 +391,7 @@ def finish(
             "val_f1": best["val_f1"],
             "val_f1_weighted": state.best_score,
             "threshold_f1": threshold_f1,
+            "precision": precision,
             "registered_model_name": params.registered_model_name,
         },
     )
