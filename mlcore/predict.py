@@ -57,7 +57,8 @@ def write_probabilities(ids: list[str], probs: np.ndarray, labels: np.ndarray, b
         writer = csv.writer(f, lineterminator=LINE_END)
         writer.writerow(["id", "probability", "label", "error"])
         for i in sorted(range(len(ids)), key=ids.__getitem__):
-            writer.writerow([ids[i], f"{probs[i]:.6f}", int(labels[i]), bad.get(i, "")])
+            # Exact (the float's repr): the label is probability > threshold, checkable from this file.
+            writer.writerow([ids[i], repr(float(probs[i])), int(labels[i]), bad.get(i, "")])
     return path
 
 

@@ -161,3 +161,19 @@ def test_prediction_precision_follows_the_model_unless_overridden(requested, tra
     assert chosen == expected
     if device == "cpu":
         assert precision_of(make_runtime(torch.device("cpu"), chosen)) == ("bf16" if requested == "bf16" else "fp32")
+
+
+def test_the_tuned_threshold_is_applied_exactly_not_rounded(demo_root, tmp_path, low_model):
+    def predict(threshold, out):
+        params = build(PredictParams, {"data_dir": str(demo_root / "test"), "output": str(out), "device": "cpu"})
+        # The version tag holds repr(threshold); the registry reads it back with float().
+        return run_prediction(params, low_model, {"image_size": 32, "threshold": float(repr(threshold))})
+
+    first = predict(0.5, tmp_path / "first.csv")
+    p = sorted((float(r[1]) for r in _rows(first["probabilities"])[1:]), reverse=True)[2]
+    # A threshold 1e-9 from an image's probability on the side where 6-decimal rounding crosses it.
+    threshold = p - 1e-9 if round(p - 1e-9, 6) >= p else p + 1e-9
+    assert (p > round(threshold, 6)) != (p > threshold)  # rounding would flip this image's label
+    result = predict(threshold, tmp_path / "exact.csv")
+    rows = {float(r[1]): int(r[2]) for r in _rows(result["probabilities"])[1:]}
+    assert rows[p] == int(p > threshold) and result["threshold"] == threshold
