@@ -312,6 +312,7 @@ class MlflowTracker:
                 "best_val_f1": best["val_f1"],
                 "threshold": ev["threshold"],
                 "val_f1_at_threshold": ev["threshold_f1"],
+                "val_accuracy_at_threshold": ev["threshold_accuracy"],
                 "skipped_files": len(ev["skipped"]),
             },
             "the end-of-run metrics",

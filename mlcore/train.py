@@ -39,7 +39,7 @@ from mlcore.engine import (
     train_one_epoch,
 )
 from mlcore.hooks import JobHooks, NullTracker, Progress, Tracker
-from mlcore.metrics import THRESHOLDS, epoch_metrics, f1_curve, report, tune_threshold
+from mlcore.metrics import THRESHOLDS, at_threshold, epoch_metrics, f1_curve, report, tune_threshold
 from mlcore.model import build_model
 from mlcore.names import SELECTION_METRIC, Tag
 from mlcore.params import TrainParams
@@ -364,12 +364,16 @@ def finish(
     model.load_state_dict(state.best_model)
     val_labels = data.labels[data.val_idx].numpy()
     probs = state.best_probs
-    threshold, threshold_f1 = tune_threshold(val_labels, probs)
+    threshold, _ = tune_threshold(val_labels, probs, params.threshold_metric)
+    scores = at_threshold(val_labels, probs, threshold)
+    threshold_f1, threshold_accuracy = scores["f1"], scores["accuracy"]
     evaluation = {
         "history": state.history,
         "best_epoch": state.best_epoch,
         "threshold": threshold,
         "threshold_f1": threshold_f1,
+        "threshold_accuracy": threshold_accuracy,
+        "threshold_metric": params.threshold_metric,
         "thresholds": THRESHOLDS.tolist(),
         "f1_curve": f1_curve(val_labels, probs).tolist(),
         "labels": val_labels.tolist(),
