@@ -225,8 +225,12 @@ class SupervisedStack:
         )
         if done.returncode != 0:
             raise RuntimeError(f"dataslayer up --detach failed:\n{done.stderr[-3000:]}")
-        config = self.state()["config"]
-        self.redis_url, self.tracking_uri = config["redis_url"], config["tracking_uri"]
+        from worker.settings import REDIS_PASSWORD_FILE, read_secret, with_password
+
+        config = self.state()["config"]  # stack.json never holds the password: the test reads it as a client does
+        self.redis_password = read_secret(self.state_dir / REDIS_PASSWORD_FILE)
+        self.redis_url = with_password(config["redis_url"], self.redis_password)
+        self.tracking_uri = config["tracking_uri"]
         return self
 
     def state(self) -> dict:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from typing import Callable
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from mlcore.names import DEFAULT_STATE_DIR, QUEUE_NAME_RE
+
+# The local stack's secrets, generated once by `dataslayer up` and kept (mode 600) in the state directory.
+REDIS_PASSWORD_FILE = "redis_password"
 
 
 def _int(name: str, default: int) -> int:
@@ -28,6 +32,13 @@ def _queue() -> str:
     return value
 
 
+def _on(name: str) -> bool:
+    value = (os.environ.get(name) or "1").strip().lower()
+    if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError(f"{name}={value!r}: expected 1 or 0")
+    return value in ("1", "true", "yes", "on")
+
+
 def _path(name: str, default: Path) -> Path:
     value = os.environ.get(name)
     return Path(value).expanduser().resolve() if value else default
@@ -37,7 +48,7 @@ def _path(name: str, default: Path) -> Path:
 class Settings:
     """Where the queue, the tracking server and the data are, and how long jobs may run."""
 
-    redis_url: str
+    redis_url: str = field(repr=False)  # with its password, if any: print masked(redis_url)
     tracking_uri: str
     state_dir: Path
     data_root: Path  # the datasets jobs may read: the UI offers these, workers refuse anything else
@@ -54,6 +65,7 @@ class Settings:
     reconcile_every_s: float
     queue: str
     job_memory_mb: int | None = None  # host memory a CPU job may add to its process (None: no cap)
+    redis_auth: bool = True  # the local stack's Redis asks for a password (DATASLAYER_REDIS_AUTH)
 
     @property
     def visibility_timeout(self) -> int:
@@ -68,13 +80,21 @@ class Settings:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Settings read once per process from DATASLAYER_* variables, REDIS_URL and MLFLOW_TRACKING_URI."""
+    """Settings read once per process from DATASLAYER_* variables, REDIS_URL and MLFLOW_TRACKING_URI.
+
+    The Redis password: REDIS_PASSWORD goes into a REDIS_URL that has none; where REDIS_URL is unset
+    the address is the local stack's and so is the password, the one `dataslayer up` keeps in the
+    state directory.
+    """
     env = os.environ.get
     state_dir = _path("DATASLAYER_STATE_DIR", Path(DEFAULT_STATE_DIR).resolve())
     host = env("DATASLAYER_HOST") or "127.0.0.1"
     redis_port, mlflow_port = _int("DATASLAYER_REDIS_PORT", 6379), _int("DATASLAYER_MLFLOW_PORT", 5001)
+    redis_password = env("REDIS_PASSWORD") or (
+        None if env("REDIS_URL") else read_secret(state_dir / REDIS_PASSWORD_FILE)
+    )
     return Settings(
-        redis_url=env("REDIS_URL") or f"redis://{host}:{redis_port}/0",
+        redis_url=with_password(env("REDIS_URL") or f"redis://{host}:{redis_port}/0", redis_password),
         tracking_uri=env("MLFLOW_TRACKING_URI") or f"http://{host}:{mlflow_port}",
         state_dir=state_dir,
         data_root=_path("DATASLAYER_DATA_ROOT", state_dir / "data"),
@@ -91,6 +111,7 @@ def get_settings() -> Settings:
         reconcile_every_s=float(env("DATASLAYER_RECONCILE_S") or 30),
         queue=_queue(),
         job_memory_mb=int(env("DATASLAYER_JOB_MEMORY_MB")) if env("DATASLAYER_JOB_MEMORY_MB") else None,
+        redis_auth=_on("DATASLAYER_REDIS_AUTH"),
     )
 
 
@@ -99,8 +120,60 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def with_password(url: str, password: str | None) -> str:
+    """`url` with `password` in it, unless it has one already (or there is none to add)."""
+    parts = urlsplit(url)
+    if not password or parts.password:
+        return url
+    netloc = f"{parts.username or ''}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def read_secret(path: Path) -> str | None:
+    """A kept secret (stripped), or None when the file is missing or not ours to read."""
+    try:
+        return path.read_text().strip() or None
+    except (FileNotFoundError, PermissionError, NotADirectoryError):
+        return None
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a folder only its owner can enter (mode 700), created so: no window with wider rights."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)  # a folder made by an older version, or by hand
+    return path
+
+
+def kept_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret in `path`, made by `make` and written the first time: mode 600 from creation, never rewritten.
+
+    `O_CREAT | O_EXCL` with the mode in the same call: the file is never readable by others, not
+    even between its creation and a chmod, and two processes racing here keep one secret.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)  # kept by an older version, which wrote it 644 first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(make())
+    return path.read_text().strip()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `path` (a file holding secrets, e.g. a config file) mode 600 from creation, atomically replaced."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)  # O_EXCL below: a file left by someone else is never reused with its mode
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def masked(url: str) -> str:
-    """A URL with its password replaced by ***, for anything printed or logged."""
+    """A URL with its password replaced by ***, for anything printed or logged (the one masking helper)."""
     parts = urlsplit(url)
     if not parts.password:
         return url

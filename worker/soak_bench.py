@@ -40,7 +40,7 @@ def run_soak(jobs: int, workers: int, kill_every: float, seed: int, root: Path, 
     """Run the soak and return its figures."""
     from mlcore.demo_data import generate_demo_dataset
     from worker.client import JobClient
-    from worker.settings import get_settings
+    from worker.settings import REDIS_PASSWORD_FILE, get_settings, read_secret, with_password
     from worker.supervisor import read_state
 
     bin_dir = Path(sys.executable).parent
@@ -68,7 +68,7 @@ def run_soak(jobs: int, workers: int, kill_every: float, seed: int, root: Path, 
     config = read_state(state_dir)["config"]
     settings = replace(
         get_settings(),
-        redis_url=config["redis_url"],
+        redis_url=with_password(config["redis_url"], read_secret(state_dir / REDIS_PASSWORD_FILE)),
         tracking_uri=config["tracking_uri"],
         state_dir=state_dir,
         data_root=data,

@@ -9,6 +9,7 @@ restarts.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 import secrets
 import shutil
@@ -20,7 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from worker.settings import Settings, get_settings
+from worker.settings import (
+    REDIS_PASSWORD_FILE,
+    Settings,
+    get_settings,
+    kept_secret,
+    private_dir,
+    with_password,
+    write_private,
+)
 from worker.state import ready_key
 
 
@@ -80,7 +89,8 @@ class StackConfig:
     webui_port: int = 5000
     data_root: Path | None = None
     workers: int | None = None  # None: one per visible GPU, or one CPU worker
-    redis_password: str | None = None
+    redis_password: str | None = field(default=None, repr=False)  # None: Redis without a password
+    redis_auth: bool = False  # generate and keep a password when none is given (`dataslayer up`: on)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> StackConfig:
@@ -95,13 +105,23 @@ class StackConfig:
             data_root=s.data_root,
             workers=s.workers,
             redis_password=os.environ.get("REDIS_PASSWORD") or None,
+            redis_auth=s.redis_auth,
         )
 
     @property
+    def redis_address(self) -> str:
+        """Redis's URL without its password: what stack.json keeps and what is printed."""
+        return f"redis://{self.host}:{self.redis_port}/0"
+
+    @property
+    def redis_conf(self) -> Path:
+        """Redis's config file holding `requirepass` (mode 600): the password stays off the command line."""
+        return self.state_dir / "redis.conf"
+
+    @property
     def redis_url(self) -> str:
-        """How clients reach Redis."""
-        auth = f":{self.redis_password}@" if self.redis_password else ""
-        return f"redis://{auth}{self.host}:{self.redis_port}/0"
+        """How clients reach Redis, password included: never print it (worker.settings.masked)."""
+        return with_password(self.redis_address, self.redis_password)
 
     @property
     def tracking_uri(self) -> str:
@@ -199,6 +219,7 @@ def service_commands(
     s = cfg.state_dir
     redis_cmd = [
         redis_server_binary(),
+        *([str(cfg.redis_conf)] if cfg.redis_password else []),  # requirepass, written by Stack.prepare
         "--bind",
         cfg.host,
         "--port",
@@ -214,8 +235,6 @@ def service_commands(
         "--protected-mode",
         "yes",
     ]
-    if cfg.redis_password:
-        redis_cmd += ["--requirepass", cfg.redis_password]
     services = [
         Service("redis", redis_cmd, health=_redis_ok(cfg.redis_url)),
         Service(
@@ -276,6 +295,31 @@ class StackError(ConnectionError):
     """A service of the stack did not come up; the message names its log."""
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_open_host(cfg: StackConfig) -> None:
+    """StackError unless the stack stays on loopback or is locked (Redis password and MLflow log-in)."""
+    if is_loopback(cfg.host):
+        return
+    if not (cfg.redis_auth or cfg.redis_password):
+        missing = "DATASLAYER_REDIS_AUTH=0 turns the Redis password off"
+    else:
+        missing = "the local stack's MLflow server has no log-in yet"
+    raise StackError(
+        f"DATASLAYER_HOST={cfg.host} is not a loopback address, and {missing}: anyone on the network could "
+        "push tasks into Redis or write to the registry. Unset DATASLAYER_HOST (127.0.0.1), or deploy with "
+        "docker compose (docs/DEPLOY.md)"
+    )
+
+
 class Stack:
     """The stack of one state directory: its folders, ports, secrets and services (`worker.supervisor` runs them)."""
 
@@ -285,8 +329,15 @@ class Stack:
     def prepare(self) -> None:
         """Create the state folders, pick free ports, and make sure there is a dataset to train on."""
         cfg = self.cfg
+        refuse_open_host(cfg)
+        private_dir(cfg.state_dir)  # 700: the secrets, the logs and the data are the owner's only
         for sub in ("redis", "mlflow/artifacts", "logs", "checkpoints", "cache"):
             (cfg.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        if cfg.redis_auth and not cfg.redis_password:
+            cfg.redis_password = kept_secret(cfg.state_dir / REDIS_PASSWORD_FILE, lambda: secrets.token_urlsafe(24))
+        if cfg.redis_password:
+            quoted = cfg.redis_password.replace("\\", "\\\\").replace('"', '\\"')
+            write_private(cfg.redis_conf, f'# written by `dataslayer up` (worker/stack.py)\nrequirepass "{quoted}"\n')
         cfg.redis_port = next_free_port(cfg.host, cfg.redis_port)
         cfg.mlflow_port = next_free_port(cfg.host, cfg.mlflow_port)
         cfg.webui_port = next_free_port(cfg.host, cfg.webui_port)
@@ -298,14 +349,10 @@ class Stack:
             generate_demo_dataset(cfg.data_root / "demo")
 
     def _kept(self, variable: str, filename: str, make: Callable[[], str]) -> str:
-        """A secret from the environment, else one generated once and kept (mode 600) in the state directory."""
+        """A secret from the environment, else one made once and kept (600 from creation) in the state folder."""
         if os.environ.get(variable):
             return os.environ[variable]
-        path = self.cfg.state_dir / filename
-        if not path.exists():
-            path.write_text(make())
-            path.chmod(0o600)
-        return path.read_text().strip()
+        return kept_secret(private_dir(self.cfg.state_dir) / filename, make)
 
     def webui_env(self) -> dict[str, str]:
         """The web UI's secrets: SECRET_KEY and the first admin's password (printed by `dataslayer up`)."""

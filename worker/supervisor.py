@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 from worker.processes import pid_alive, stop_pids
-from worker.settings import masked
 from worker.stack import Service, Stack, StackError
 
 RESTART_LIMIT = 5  # exits within the window before the supervisor gives up on a service
@@ -158,7 +157,8 @@ class Supervisor:
             "ready": self.ready,
             "updated": time.time(),
             "config": {
-                "redis_url": masked(cfg.redis_url),
+                "redis_url": cfg.redis_address,  # never the password: clients read it from the state directory
+                "redis_auth": bool(cfg.redis_password),
                 "tracking_uri": cfg.tracking_uri,
                 "webui_url": cfg.webui_url,
             },

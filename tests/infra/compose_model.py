@@ -296,6 +296,9 @@ LOCATION_FLAGS = {
 }
 # Flags whose value is a secret: it must come from the environment, never a literal in the file.
 SECRET_FLAGS = {"--requirepass": "REDIS_PASSWORD"}
+# Secret flags the local stack writes into a mode-600 config file (its path: the first argument) so that
+# `ps` never shows them; the compose service passes the same flag from the environment.
+CONFIG_FILE_SECRETS = {"redis": ("redis.conf", "--requirepass")}
 # Flags whose value names a Celery node `<role>@<host>`: the role must match, the host may differ.
 NODE_NAME_FLAGS = {"--name"}
 # Flags only the deployment has, per service.
@@ -380,6 +383,11 @@ def compare_with_local_stack(name: str, compose_svc: dict, raw_svc: dict | None,
     """
     problems: list[str] = []
     ours, theirs = parse_command(compose_svc["command"]), parse_command(local.cmd)
+    if name in CONFIG_FILE_SECRETS:
+        conf, flag = CONFIG_FILE_SECRETS[name]
+        if theirs.positionals and Path(theirs.positionals[0]).name == conf and flag not in theirs.flags:
+            theirs.positionals.pop(0)
+            theirs.flags[flag] = f"(in {conf})"
     raw_cmd = (raw_svc or {}).get("command")
     if ours.program != theirs.program:
         problems.append(f"{name}: runs {ours.program!r}, the local stack {theirs.program!r}")

@@ -18,15 +18,18 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 def _ready_block(cfg, login: dict) -> str:
     """What a newcomer needs once the stack is up: where everything is, how to log in, a first command."""
-    from worker.settings import masked
+    from worker.settings import REDIS_PASSWORD_FILE
 
     venv_bin = Path(sys.executable).parent
-    env = f"export REDIS_URL={masked(cfg.redis_url)} MLFLOW_TRACKING_URI={cfg.tracking_uri}"
+    env = f"export REDIS_URL={cfg.redis_address} MLFLOW_TRACKING_URI={cfg.tracking_uri}"
+    if cfg.redis_password:  # named, never printed
+        env += f' REDIS_PASSWORD="$(cat {cfg.state_dir / REDIS_PASSWORD_FILE})"'
+    redis = cfg.redis_address + (" (password in the state directory)" if cfg.redis_password else " (no password)")
     return (
         f"\n  web UI     {cfg.webui_url}   "
         f"(log in as {login['DATASLAYER_ADMIN_USER']} / {login['DATASLAYER_ADMIN_PASSWORD']})\n"
         f"  MLflow UI  {cfg.webui_url}/mlflow   (the runs table; the server itself: {cfg.tracking_uri})\n"
-        f"  Redis      {masked(cfg.redis_url)}\n"
+        f"  Redis      {redis}\n"
         f"  datasets   {cfg.data_root}\n  logs       {cfg.state_dir / 'logs'}\n\n"
         f"  from another terminal in this folder (the settings come from the same environment):\n"
         f"    {venv_bin / 'dataslayer'} queue train --data {cfg.data_root / 'demo'} --preset quick --wait\n"
@@ -43,10 +46,11 @@ def _ready_block(cfg, login: dict) -> str:
 @handle_errors
 def up(detach):
     """Start Redis, the MLflow server, the workers and the web UI on this machine, and keep them running."""
-    from worker.stack import Stack, StackConfig, StackError
+    from worker.stack import Stack, StackConfig, StackError, refuse_open_host
     from worker.supervisor import Supervisor, already_running
 
     cfg = StackConfig.from_settings()
+    refuse_open_host(cfg)
     if already_running(cfg.state_dir):
         raise StackError(f"a stack is already running from {cfg.state_dir}; stop it with `dataslayer down`")
     if detach:
@@ -98,6 +102,10 @@ def _detach(cfg) -> None:
     cfg.webui_port = int(doc["config"]["webui_url"].rsplit(":", 1)[1])
     cfg.mlflow_port = int(doc["config"]["tracking_uri"].rsplit(":", 1)[1])
     cfg.redis_port = int(doc["config"]["redis_url"].rsplit(":", 1)[1].split("/")[0])
+    if doc["config"].get("redis_auth") and not cfg.redis_password:
+        from worker.settings import REDIS_PASSWORD_FILE, read_secret
+
+        cfg.redis_password = read_secret(cfg.state_dir / REDIS_PASSWORD_FILE)
     click.echo(_ready_block(cfg, Stack(cfg).webui_env()), err=True)
     emit({"webui": cfg.webui_url, "mlflow": cfg.tracking_uri, "state_dir": str(cfg.state_dir), "supervisor": proc.pid})
 
