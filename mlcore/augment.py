@@ -9,9 +9,11 @@ branches, so it can be wrapped in ``torch.compile``. Flip and rotation are folde
 ``affine_grid``/``grid_sample`` (nearest, zero fill, positive angle = counter-clockwise like
 ``TF.rotate``). The colour ops follow torchvision's tensor kernels (``adjust_brightness``,
 ``adjust_contrast``, ``adjust_saturation``, ``adjust_hue``), in float32 throughout (so without the
-PIL path's uint8 rounding between ops), but in the fixed order brightness, contrast, saturation,
-hue (as kornia's ColorJitter does), not in torchvision's random per-image order. Output is
-float32 in [-1, 1], channels_last-contiguous.
+PIL path's uint8 rounding between ops), and, like torchvision's ColorJitter, in a random order
+drawn per image: ``params["order"]`` holds a permutation of (brightness, contrast, saturation, hue)
+per sample. The three linear ops share one masked pass per position; the hue shift runs once on
+the whole batch, between the linear ops each sample has before its hue and those after it. Output is float32 in [-1, 1],
+channels_last-contiguous.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentSpec", "BatchAugment", "apply_augment", "eval_preprocess", "sample_params"]
+__all__ = ["COLOR_OPS", "AugmentSpec", "BatchAugment", "apply_augment", "eval_preprocess", "sample_params"]
 
 # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale.
 _GRAY = (0.2989, 0.587, 0.114)
+# The colour ops, in the index order used by params["order"] (torchvision's ColorJitter's fn_idx).
+COLOR_OPS = ("brightness", "contrast", "saturation", "hue")
 
 
 def eval_preprocess(images: torch.Tensor) -> torch.Tensor:
@@ -63,11 +67,15 @@ class AugmentSpec:
 def sample_params(
     spec: AugmentSpec, n: int, *, device: torch.device | str, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
-    """Draw per-sample parameters (flip, angle in degrees, brightness, contrast, saturation, hue) of shape (n,)."""
-    # Always draw all six rows so the random stream does not depend on which ops are switched on;
+    """Draw per-sample parameters: flip, angle in degrees, brightness, contrast, saturation, hue of shape (n,),
+    and order (n, 4): a permutation of the colour ops (indices into ``COLOR_OPS``) per sample, as
+    torchvision's ColorJitter draws one per image."""
+    # Always draw all ten rows so the random stream does not depend on which ops are switched on;
     # a switched-off op gets its identity value (no flip, angle 0, factor 1, hue 0).
-    u = torch.rand(6, n, device=device, generator=generator, dtype=torch.float32)
+    u = torch.rand(10, n, device=device, generator=generator, dtype=torch.float32)
     params = {
+        # argsort of 4 iid uniforms is a uniformly random permutation (torch.randperm per sample).
+        "order": u[6:10].t().argsort(dim=1),
         "flip": (u[0] < 0.5) if spec.flip else torch.zeros(n, dtype=torch.bool, device=device),
         "angle": (u[1] * 2.0 - 1.0) * spec.rotation,
         "hue": (u[5] * 2.0 - 1.0) * spec.hue,
@@ -95,32 +103,60 @@ def apply_augment(images: torch.Tensor, params: dict[str, torch.Tensor], spec: A
         x = torch.where(params["flip"].view(n, 1, 1, 1), images.flip(-1), images).to(torch.float32)
     else:
         x = images.to(torch.float32)
-    # The 1/255 scale rides along with the brightness factor.
-    if spec.brightness > 0:
-        x.mul_(per_sample("brightness") / 255.0).clamp_(max=1.0)
-    else:
-        x.mul_(1.0 / 255.0)
-    if spec.contrast > 0:
-        # Mean of the grayscale image equals the luma-weighted sum of the per-channel means.
-        # (Scalar weights, not a constant tensor: building one would be a host-to-device copy.)
-        ch = x.mean(dim=(-2, -1))
-        mean = (ch[:, 0] * _GRAY[0] + ch[:, 1] * _GRAY[1] + ch[:, 2] * _GRAY[2]).view(n, 1, 1, 1)
-        factor = per_sample("contrast")
-        x.mul_(factor).add_(mean * (1.0 - factor)).clamp_(0.0, 1.0)
-    if spec.saturation > 0:
-        r, g, b = x.unbind(dim=1)
-        gray = r.mul(_GRAY[0]).add_(g, alpha=_GRAY[1]).add_(b, alpha=_GRAY[2]).unsqueeze(1)
-        factor = per_sample("saturation")
-        x.mul_(factor).add_(gray.mul_(1.0 - factor)).clamp_(0.0, 1.0)
-    # Normalise: (x - 0.5) / 0.5, folded into the hue step's final affine map when hue is on.
+    x.mul_(1.0 / 255.0)
+    order = params["order"]
+    factors = {name: per_sample(name) for name in COLOR_OPS[:3] if getattr(spec, name) > 0}
     if spec.hue > 0:
-        base, scale = _shift_hue(x, per_sample("hue"))
-        x.mul_(scale.mul_(2.0)).add_(base.mul_(2.0).sub_(1.0))
+        # Each sample's order is (linear ops before its hue) + hue + (linear ops after it), so the
+        # costly hue shift runs once on the whole batch between a "before" and an "after" round of
+        # linear passes: no per-position gather, no host sync, no graph break under torch.compile.
+        hue_at = (order == COLOR_OPS.index("hue")).to(torch.int64).argmax(dim=1)
+        for position in range(3):  # the last position is never before the hue
+            _linear_pass(x, order[:, position], position < hue_at, factors)
+        base, scale = _shift_hue(x, params["hue"].to(torch.float32))
+        x.mul_(scale).add_(base)
+        for position in range(1, 4):  # the first position is never after it
+            _linear_pass(x, order[:, position], position > hue_at, factors)
     else:
-        x.mul_(2.0).sub_(1.0)
+        for position in range(4):
+            _linear_pass(x, order[:, position], None, factors)
+    x.mul_(2.0).sub_(1.0)
     # One layout copy at the end (the model runs channels_last); writing the last op into a
     # channels_last out= buffer costs the same in eager mode but is not preserved by torch.compile.
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def _linear_pass(
+    x: torch.Tensor, op: torch.Tensor, active: torch.Tensor | None, factors: dict[str, torch.Tensor]
+) -> None:
+    """In place, per sample: the linear colour op `op` (an index into COLOR_OPS) where `active`, identity elsewhere.
+
+    Brightness, contrast and saturation are each x * f + (1 - f) * g with g = 0, the grey mean or the
+    grey image: one pass, with f = 1 for the samples whose op here is another (or inactive).
+    """
+    if not factors:
+        return
+    n = x.shape[0]
+    op = op.view(n, 1, 1, 1)
+    if active is not None:
+        op = torch.where(active.view(n, 1, 1, 1), op, -1)
+    factor = torch.ones_like(op, dtype=torch.float32)
+    for name, value in factors.items():
+        factor = torch.where(op == COLOR_OPS.index(name), value, factor)
+    target = None
+    if "saturation" in factors:
+        r, g, b = x.unbind(dim=1)
+        gray = r.mul(_GRAY[0]).add_(g, alpha=_GRAY[1]).add_(b, alpha=_GRAY[2]).unsqueeze(1)
+        target = torch.where(op == COLOR_OPS.index("saturation"), gray, 0.0)
+    if "contrast" in factors:
+        # Mean of the grayscale image equals the luma-weighted sum of the per-channel means.
+        ch = x.mean(dim=(-2, -1))
+        mean = (ch[:, 0] * _GRAY[0] + ch[:, 1] * _GRAY[1] + ch[:, 2] * _GRAY[2]).view(n, 1, 1, 1)
+        target = torch.where(op == COLOR_OPS.index("contrast"), mean, 0.0 if target is None else target)
+    x.mul_(factor)
+    if target is not None:
+        x.add_(target.mul_(1.0 - factor))
+    x.clamp_(0.0, 1.0)  # a no-op for the identity samples (their values are already in [0, 1])
 
 
 def _check_uint8(images: torch.Tensor, *, batched: bool) -> None:

@@ -11,6 +11,7 @@ which is the layout the model runs in on CUDA.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import time
@@ -149,15 +150,39 @@ def _gpu_decode_into(
     return bad
 
 
-def _decode(paths, size, out, device, progress) -> dict[int, str]:
+def decoder_for(device: torch.device) -> str:
+    """Which decoder fills a cache on this device: nvjpeg (GPU) or pil; their pixels differ slightly."""
     if device.type == "cuda" and os.environ.get("DATASLAYER_GPU_DECODE", "1") == "1":
+        return "nvjpeg"
+    return "pil"
+
+
+def _decode(paths, size, out, device, progress) -> dict[int, str]:
+    if decoder_for(device) == "nvjpeg":
         return _gpu_decode_into(paths, size, out, device, progress)
     return decode_into(paths, size, out, progress=progress)
 
 
-def _cache_paths(cache_dir: Path, key: str, size: int) -> tuple[Path, Path]:
-    stem = cache_dir / f"{key}-{size}px-v{CACHE_VERSION}"
-    return stem.with_suffix(".npy"), stem.with_suffix(".json")
+def content_identity(paths: list[Path]) -> str:
+    """Hash of every file's path, size and mtime_ns: a changed file (same name and size) changes it."""
+    h = hashlib.sha256()
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_stem(key: str, paths: list[Path], size: int, device: torch.device) -> str:
+    """The on-disk cache's name: caller's key, image size, decoder, format version and file content identity.
+
+    A cache decoded by another decoder, in another format or from changed files is never reused.
+    """
+    return f"{key}-{size}px-{decoder_for(device)}-v{CACHE_VERSION}-{content_identity(paths)}"
+
+
+def _cache_paths(cache_dir: Path, stem: str) -> tuple[Path, Path]:
+    base = cache_dir / stem
+    return base.with_suffix(".npy"), base.with_suffix(".json")
 
 
 def _reserve(path: Path) -> None:
@@ -180,7 +205,7 @@ def _load_or_decode(
     if key is None or cache_dir is None:
         out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
         return out, _decode(paths, size, out, device, report), "decoded"
-    npy, meta = _cache_paths(Path(cache_dir), key, size)
+    npy, meta = _cache_paths(Path(cache_dir), cache_stem(key, paths, size, device))
     if npy.exists() and meta.exists():
         info = json.loads(meta.read_text())
         arr = np.load(npy, mmap_mode="c")

@@ -67,6 +67,25 @@ def make_runtime(device: torch.device, precision: str = "auto") -> Runtime:
     return Runtime(device, amp)
 
 
+def precision_of(runtime: Runtime) -> str:
+    """The precision a runtime computes in, as recorded on a model version: bf16, fp16 or fp32."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(runtime.amp_dtype, "fp32")
+
+
+def prediction_precision(requested: str, trained: str | None, device: torch.device) -> str:
+    """The precision a prediction runs in: the job's own choice, else the model's training precision on CUDA.
+
+    `trained` is the model version's precision tag (None for a version registered before the tag
+    existed: then "auto" as before). On CPU "auto" stays fp32 (bf16 on CPU is slow and was never a
+    CPU training precision here); a job that wants bf16 on CPU asks for it.
+    """
+    if requested != "auto":
+        return requested
+    if device.type == "cuda" and trained in ("bf16", "fp32"):
+        return trained
+    return "auto"
+
+
 def prepare_model(model: nn.Module, runtime: Runtime) -> nn.Module:
     """Move the model to the device in channels_last, the layout the image cache yields."""
     # channels_last is what cuDNN's fastest convolutions want. On CPU (oneDNN) it measured +4-19% for

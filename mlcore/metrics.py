@@ -46,10 +46,24 @@ def f1_curve(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray = THR
     return np.array([f1_score(labels, (probs > t).astype(int), zero_division=0) for t in thresholds])
 
 
-def tune_threshold(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
-    """The notebook's search: the first threshold on its grid with the highest binary F1 (0, 0 when none > 0)."""
+def accuracy_curve(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> np.ndarray:
+    """Accuracy of `probs > t` for each threshold t."""
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    return np.array([float(((probs > t).astype(int) == labels).mean()) if len(labels) else 0.0 for t in thresholds])
+
+
+def at_threshold(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, float]:
+    """Binary F1 (fall) and accuracy of `probs > threshold`."""
+    f1 = float(f1_curve(labels, probs, np.array([threshold]))[0])
+    return {"f1": f1, "accuracy": float(accuracy_curve(labels, probs, np.array([threshold]))[0])}
+
+
+def tune_threshold(labels: np.ndarray, probs: np.ndarray, metric: str = "f1") -> tuple[float, float]:
+    """The notebook's search: the first threshold on its grid with the highest `metric` (f1, the notebook's,
+    or accuracy); (0, 0) when none > 0. Returns the threshold and that metric's value there."""
     best_threshold, best_f1 = 0.0, 0.0
-    for threshold, f1 in zip(THRESHOLDS, f1_curve(labels, probs)):
+    curve = {"f1": f1_curve, "accuracy": accuracy_curve}[metric](labels, probs)
+    for threshold, f1 in zip(THRESHOLDS, curve):
         if f1 > best_f1:
             best_f1, best_threshold = float(f1), float(threshold)
     return best_threshold, best_f1

@@ -87,6 +87,9 @@ class TrainParams(_Params):
         42, ge=0, le=2**31 - 1, description="seed for the split, initialisation, shuffling and augmentation"
     )
     precision: Precision = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
+    threshold_metric: Literal["f1", "accuracy"] = Field(
+        "f1", description="validation metric the decision threshold is tuned for (f1: the notebook's)"
+    )
     aug_flip: bool = Field(True, description="random horizontal flip, p=0.5")
     aug_rotation: float = Field(10.0, ge=0, le=180, description="random rotation range in degrees (0 = off)")
     aug_brightness: float = Field(0.2, ge=0, le=1, description="colour jitter brightness strength (0 = off)")

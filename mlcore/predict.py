@@ -20,7 +20,16 @@ from torch import nn
 from mlcore.cache import build_image_cache
 from mlcore.data import list_test_images
 from mlcore.disk import disk_full
-from mlcore.engine import Runtime, make_runtime, out_of_memory, predict_logits, prepare_model, select_device
+from mlcore.engine import (
+    Runtime,
+    make_runtime,
+    out_of_memory,
+    precision_of,
+    predict_logits,
+    prediction_precision,
+    prepare_model,
+    select_device,
+)
 from mlcore.hooks import JobHooks, NullTracker, Tracker
 from mlcore.params import PredictParams
 
@@ -48,7 +57,8 @@ def write_probabilities(ids: list[str], probs: np.ndarray, labels: np.ndarray, b
         writer = csv.writer(f, lineterminator=LINE_END)
         writer.writerow(["id", "probability", "label", "error"])
         for i in sorted(range(len(ids)), key=ids.__getitem__):
-            writer.writerow([ids[i], f"{probs[i]:.6f}", int(labels[i]), bad.get(i, "")])
+            # Exact (the float's repr): the label is probability > threshold, checkable from this file.
+            writer.writerow([ids[i], repr(float(probs[i])), int(labels[i]), bad.get(i, "")])
     return path
 
 
@@ -86,7 +96,9 @@ def run_prediction(
     if params.threshold is None and info.get("threshold") is None:
         # A silent 0.5 would hide that the model's tuned threshold is unknown (a runs:/ URI without one).
         raise LookupError(f"{params.model_uri} carries no tuned threshold: give one with --threshold")
-    runtime = make_runtime(select_device(params.device), params.precision)
+    device = select_device(params.device)
+    # The model's training precision unless the job overrides it (a seed-preset fp32 model: fp32 on CUDA).
+    runtime = make_runtime(device, prediction_precision(params.precision, info.get("precision"), device))
     size = int(info["image_size"])
     # The model fixes image_size: only batch_size is the user's to lower.
     with out_of_memory(runtime, lower=("batch_size",), batch_size=params.batch_size, image_size=size):
@@ -139,6 +151,7 @@ def _predict(
         "positives": int(labels.sum()),
         "threshold": threshold,
         "threshold_source": "override" if params.threshold is not None else "model",
+        "precision": precision_of(runtime),
         "bad_files": len(bad),
         "model_uri": params.model_uri,
         "model_version": info.get("version"),

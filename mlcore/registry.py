@@ -137,6 +137,7 @@ class Registry:
                 "arch": run.data.params["arch"],
                 "image_size": run.data.params["image_size"],
                 "threshold": threshold,
+                "precision": None,  # a run carries no version tag: the job's own precision
                 "name": None,
                 "version": None,
             }
@@ -153,6 +154,7 @@ class Registry:
                 "arch": mv.tags["arch"],
                 "image_size": mv.tags["image_size"],
                 "threshold": mv.tags["threshold"],
+                "precision": mv.tags.get("precision"),  # None: registered before the tag existed
                 "name": mv.name,
                 "version": str(mv.version),
             }

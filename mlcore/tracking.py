@@ -312,6 +312,7 @@ class MlflowTracker:
                 "best_val_f1": best["val_f1"],
                 "threshold": ev["threshold"],
                 "val_f1_at_threshold": ev["threshold_f1"],
+                "val_accuracy_at_threshold": ev["threshold_accuracy"],
                 "skipped_files": len(ev["skipped"]),
             },
             "the end-of-run metrics",
@@ -343,6 +344,7 @@ class MlflowTracker:
             "arch": info["arch"],
             "image_size": str(size),
             "torch": torch.__version__.split("+")[0],
+            "precision": info["precision"],  # prediction runs in it unless the job overrides it
         }
         for key, value in tags.items():
             self._retry(

@@ -33,12 +33,13 @@ from mlcore.engine import (
     make_runtime,
     make_scheduler,
     out_of_memory,
+    precision_of,
     prepare_model,
     select_device,
     train_one_epoch,
 )
 from mlcore.hooks import JobHooks, NullTracker, Progress, Tracker
-from mlcore.metrics import THRESHOLDS, epoch_metrics, f1_curve, report, tune_threshold
+from mlcore.metrics import THRESHOLDS, at_threshold, epoch_metrics, f1_curve, report, tune_threshold
 from mlcore.model import build_model
 from mlcore.names import SELECTION_METRIC, Tag
 from mlcore.params import TrainParams
@@ -188,7 +189,7 @@ def run_training(
                 "val_f1_weighted": round(state.best_score, 6),
                 "wall_s": round(time.perf_counter() - t_start, 3),
             }
-        tuned = finish(params, data, setup, state, tracker, hooks)
+        tuned = finish(params, data, setup, state, tracker, hooks, precision=precision_of(runtime))
     best = state.history[state.best_epoch - 1]
     threshold, threshold_f1 = tuned.pop("threshold"), tuned.pop("threshold_f1")
     return {
@@ -358,9 +359,18 @@ def fit(
 
 
 def finish(
-    params: TrainParams, data: TrainData, setup: TrainSetup, state: TrainState, tracker: Tracker, hooks: JobHooks
+    params: TrainParams,
+    data: TrainData,
+    setup: TrainSetup,
+    state: TrainState,
+    tracker: Tracker,
+    hooks: JobHooks,
+    *,
+    precision: str,
 ) -> dict:
     """Tune the threshold on the best epoch's validation probabilities, log the evaluation, register the model.
+
+    `precision` (bf16, fp16 or fp32, as trained) is recorded on the model version: prediction follows it.
 
     Returns what registration returned plus the tuned threshold and its F1.
     """
@@ -369,12 +379,16 @@ def finish(
     model.load_state_dict(state.best_model)
     val_labels = data.labels[data.val_idx].numpy()
     probs = state.best_probs
-    threshold, threshold_f1 = tune_threshold(val_labels, probs)
+    threshold, _ = tune_threshold(val_labels, probs, params.threshold_metric)
+    scores = at_threshold(val_labels, probs, threshold)
+    threshold_f1, threshold_accuracy = scores["f1"], scores["accuracy"]
     evaluation = {
         "history": state.history,
         "best_epoch": state.best_epoch,
         "threshold": threshold,
         "threshold_f1": threshold_f1,
+        "threshold_accuracy": threshold_accuracy,
+        "threshold_metric": params.threshold_metric,
         "thresholds": THRESHOLDS.tolist(),
         "f1_curve": f1_curve(val_labels, probs).tolist(),
         "labels": val_labels.tolist(),
@@ -396,6 +410,7 @@ def finish(
             "val_f1": best["val_f1"],
             "val_f1_weighted": state.best_score,
             "threshold_f1": threshold_f1,
+            "precision": precision,
             "registered_model_name": params.registered_model_name,
         },
     )

@@ -71,3 +71,13 @@ def test_bf16_prediction_agrees_with_fp32_at_the_tuned_threshold(train_values, g
     )
     assert agreement >= MIN_AGREEMENT, f"{flips} of {len(ids)} labels flip in bf16"
     assert prob_diff <= MAX_PROB_DIFF
+
+
+def test_an_fp32_model_is_predicted_in_fp32_on_cuda_unless_the_job_overrides_it(train_values, gpu_demo, tmp_path):
+    keep = _Keep()
+    run_training(train_params(**{**train_values, "precision": "fp32"}), tracker=keep)
+    assert keep.info["precision"] == "fp32"  # what the version tag records
+    for requested, expected in (("auto", "fp32"), ("bf16", "bf16")):
+        values = {"data_dir": str(gpu_demo), "output": str(tmp_path / requested / "s.csv"), "device": "cuda"}
+        summary = run_prediction(build(PredictParams, {**values, "precision": requested}), keep.model, keep.info)
+        assert summary["precision"] == expected

@@ -88,6 +88,7 @@ def test_demo_train_promote_predict_models(tmp_path, mlflow_server):
         (["--val-fraction", "abc"], "--val-fraction"),
         (["--pretrained", "/no/such/weights.pth"], "--pretrained"),
         (["--arch", "vgg16"], "--arch"),
+        (["--threshold-metric", "recall"], "--threshold-metric"),
     ],
 )
 def test_bad_train_flags_exit_2_naming_the_flag_before_any_work(demo_root, tmp_path, args, flag):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
-from mlcore.metrics import epoch_metrics, report, tune_threshold
+from mlcore.metrics import THRESHOLDS, at_threshold, epoch_metrics, report, tune_threshold
 
 KINDS = ["uniform", "ties", "on_grid", "all_negative", "below_grid", "all_positive", "separable"]
 
@@ -125,3 +125,17 @@ def test_report_at_a_threshold():
 def test_report_keeps_both_rows_when_one_class_is_missing():
     r = report(np.zeros(4, int), np.array([0.2, 0.7, 0.1, 0.9]))
     assert r["confusion_matrix"] == [[2, 2], [0, 0]]
+
+
+def test_the_threshold_is_tuned_for_the_chosen_metric() -> None:
+    # 3 falls among 20: F1 wants all caught with 3 false alarms (a low threshold, F1 0.67, accuracy
+    # 0.85), accuracy one fall caught and none raised (a threshold above 0.3, F1 0.5, accuracy 0.9).
+    labels = np.array([1, 1, 1] + [0] * 17)
+    probs = np.array([0.2, 0.2, 0.95] + [0.3] * 3 + [0.1] * 14)
+    t_f1, f1 = tune_threshold(labels, probs, "f1")
+    t_acc, acc = tune_threshold(labels, probs, "accuracy")
+    assert t_f1 < 0.2 and t_acc >= 0.3 and f1 == pytest.approx(at_threshold(labels, probs, t_f1)["f1"])
+    assert acc == at_threshold(labels, probs, t_acc)["accuracy"] == 0.9
+    assert acc > at_threshold(labels, probs, t_f1)["accuracy"] and f1 > at_threshold(labels, probs, t_acc)["f1"]
+    brute = max(float(((probs > t) == labels).mean()) for t in THRESHOLDS)
+    assert acc == brute

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mlcore.data import DataError
+from mlcore.engine import make_runtime, precision_of, prediction_precision
 from mlcore.hooks import JobHooks
 from mlcore.model import build_model
 from mlcore.params import PredictParams, build
@@ -141,3 +142,38 @@ def test_submitted_labels_follow_a_tuned_threshold_far_from_one_half(demo_root, 
     assert labels == {i: int(p > threshold) for i, p in probs.items()}
     assert sum(labels.values()) == result["positives"] == 3
     assert result["threshold"] == threshold and result["threshold_source"] == "model"
+
+
+@pytest.mark.parametrize(
+    ("requested", "trained", "device", "expected"),
+    [
+        ("auto", "fp32", "cuda", "fp32"),  # a seed-preset (fp32) model: fp32 on CUDA
+        ("auto", "bf16", "cuda", "bf16"),
+        ("auto", None, "cuda", "auto"),  # a version from before the tag: the old default (bf16 on CUDA)
+        ("bf16", "fp32", "cuda", "bf16"),  # the job's own choice wins
+        ("fp32", "bf16", "cuda", "fp32"),
+        ("auto", "bf16", "cpu", "auto"),  # CPU stays fp32 unless asked
+        ("bf16", "fp32", "cpu", "bf16"),
+    ],
+)
+def test_prediction_precision_follows_the_model_unless_overridden(requested, trained, device, expected) -> None:
+    chosen = prediction_precision(requested, trained, torch.device(device))
+    assert chosen == expected
+    if device == "cpu":
+        assert precision_of(make_runtime(torch.device("cpu"), chosen)) == ("bf16" if requested == "bf16" else "fp32")
+
+
+def test_the_tuned_threshold_is_applied_exactly_not_rounded(demo_root, tmp_path, low_model):
+    def predict(threshold, out):
+        params = build(PredictParams, {"data_dir": str(demo_root / "test"), "output": str(out), "device": "cpu"})
+        # The version tag holds repr(threshold); the registry reads it back with float().
+        return run_prediction(params, low_model, {"image_size": 32, "threshold": float(repr(threshold))})
+
+    first = predict(0.5, tmp_path / "first.csv")
+    p = sorted((float(r[1]) for r in _rows(first["probabilities"])[1:]), reverse=True)[2]
+    # A threshold 1e-9 from an image's probability on the side where 6-decimal rounding crosses it.
+    threshold = p - 1e-9 if round(p - 1e-9, 6) >= p else p + 1e-9
+    assert (p > round(threshold, 6)) != (p > threshold)  # rounding would flip this image's label
+    result = predict(threshold, tmp_path / "exact.csv")
+    rows = {float(r[1]): int(r[2]) for r in _rows(result["probabilities"])[1:]}
+    assert rows[p] == int(p > threshold) and result["threshold"] == threshold

@@ -51,6 +51,10 @@ def test_train_register_promote_predict_by_alias(tracking_server, tiny_train_val
         and repr(float(mv.tags["threshold"])) == mv.tags["threshold"]
     )
     assert float(mv.tags["threshold"]) == pytest.approx(summary["threshold"], abs=1e-6)
+    assert mv.tags["precision"] == "fp32"  # trained on CPU: prediction follows it
+    # The threshold is tuned for F1 (the default threshold_metric); both scores at it are logged.
+    assert {"val_f1_at_threshold", "val_accuracy_at_threshold"} <= set(run.data.metrics)
+    assert 0.0 <= run.data.metrics["val_accuracy_at_threshold"] <= 1.0
     assert mv.tags["run_id"] == run.info.run_id and mv.tags["arch"] == "resnet18" and mv.tags["image_size"] == "32"
     assert float(mv.tags["val_f1_weighted"]) == pytest.approx(summary["val_f1_weighted"], abs=1e-5)
 
@@ -63,6 +67,7 @@ def test_train_register_promote_predict_by_alias(tracking_server, tiny_train_val
     assert (
         info["threshold"] == pytest.approx(summary["threshold"], abs=1e-6)
         and info["version"] == summary["model_version"]
+        and info["precision"] == "fp32"
     )
     pred = build(
         PredictParams,

@@ -25,6 +25,7 @@ def test_every_training_parameter_but_the_data_dir_gets_a_field():
         ("aug_flip", "checkbox", True, ""),
         ("early_stopping_patience", "number", None, "1 to 1000"),
         ("experiment_name", "text", "dataslayer", ""),
+        ("threshold_metric", "select", "f1", ""),
     ],
 )
 def test_fields_carry_the_models_kind_default_bounds_and_help(name, kind, default, bounds):
