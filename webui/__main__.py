@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is a loopback name or address (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from worker.settings import is_loopback
 
 
 def main(argv: list[str] | None = None) -> None:

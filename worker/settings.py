@@ -7,6 +7,7 @@ same thing everywhere.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
@@ -118,6 +119,16 @@ def get_settings() -> Settings:
 def worker_identity() -> str:
     """A name for this process in leases and logs: host:pid."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback name or address (127.0.0.0/8, ::1, localhost): reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def with_password(url: str, password: str | None) -> str:

@@ -9,7 +9,6 @@ restarts.
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
 import os
 import secrets
 import shutil
@@ -25,6 +24,7 @@ from worker.settings import (
     REDIS_PASSWORD_FILE,
     Settings,
     get_settings,
+    is_loopback,
     kept_secret,
     private_dir,
     with_password,
@@ -293,16 +293,6 @@ def service_commands(
 
 class StackError(ConnectionError):
     """A service of the stack did not come up; the message names its log."""
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def refuse_open_host(cfg: StackConfig) -> None:
