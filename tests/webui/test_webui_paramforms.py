@@ -66,7 +66,16 @@ def test_errors_land_on_their_fields_and_the_rest_is_general():
 
 
 def test_sweep_settings_come_from_sweep_params_and_rows_are_sweepable():
-    assert set(setting_specs()) == {"strategy", "samples", "seed", "max_concurrent", "promote_best"}
+    assert set(setting_specs()) == {
+        "strategy",
+        "samples",
+        "seed",
+        "max_concurrent",
+        "promote_best",
+        "objective",
+        "pruner",
+        "pruning_warmup_epochs",
+    }
     assert setting_specs()["seed"].input_name == "sweep.seed"  # not the training seed's input
     assert setting_specs()["max_concurrent"].help == SweepParams.model_fields["max_concurrent"].description
     assert {"learning_rate", "batch_size", "epochs", "image_size", "arch", "aug_flip"} <= {s.name for s in row_specs()}
