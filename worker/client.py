@@ -78,10 +78,10 @@ class JobClient:
         children = [] if sweep.strategy == "tpe" else sweep.children()
         for child in children or [sweep.child({}, "base")]:
             check_locations(child, self.settings)
+        experiment = child.experiment_name  # every child shares the base's experiment
         self._check_priority(priority)
 
         def create() -> str:
-            experiment = (children or [sweep.child({}, "base")])[0].experiment_name
             parent = self._create_run(
                 experiment,
                 "sweep",

@@ -65,11 +65,16 @@ def objective_history(client: JobClient, run_id: str, metric: str) -> dict[int, 
     return {m.step: m.value for m in client.mlflow.get_metric_history(run_id, metric)}
 
 
-def objective_value(client: JobClient, child, sweep: SweepParams) -> float | None:
-    """A finished child's objective: the best over its epochs (`best_val_f1_weighted` for the default)."""
+def objective_value(
+    client: JobClient, child, sweep: SweepParams, history: dict[int, float] | None = None
+) -> float | None:
+    """A finished child's objective: the best over its epochs (`best_val_f1_weighted` for the default).
+
+    `history`: the child's objective_history, where the caller has read it already.
+    """
     if sweep.objective == SELECTION_METRIC and SCORE in child.metrics:
         return child.metrics[SCORE]
-    values = objective_history(client, child.run_id, sweep.objective).values()
+    values = (history if history is not None else objective_history(client, child.run_id, sweep.objective)).values()
     return (max(values) if sweep.maximize else min(values)) if values else None
 
 
@@ -86,7 +91,7 @@ def trial_record(client: JobClient, child, sweep: SweepParams):
     history = objective_history(client, child.run_id, sweep.objective)
     if Tag.PRUNED in child.tags:
         return TrialRecord(varied, "pruned", history=history)
-    return TrialRecord(varied, "complete", objective_value(client, child, sweep), history)
+    return TrialRecord(varied, "complete", objective_value(client, child, sweep, history), history)
 
 
 def _propose(client: JobClient, parent, sweep: SweepParams, children: list) -> list:
