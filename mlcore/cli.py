@@ -177,12 +177,13 @@ def demo_data(out, subjects, images_per_class, test_images, seed, overwrite):
 @handle_errors
 def train(preset, checkpoint_dir, **values):
     """Train a model, log everything to MLflow and register the best epoch's model."""
+    params = train_params(preset, **values)  # bad flags are refused before torch and MLflow are imported
+
     from mlcore.cache import default_cache_dir
     from mlcore.hooks import JobHooks
     from mlcore.tracking import MlflowTracker
     from mlcore.train import run_training
 
-    params = train_params(preset, **values)
     bars = ProgressBars()
     try:
         with MlflowTracker(
@@ -205,13 +206,14 @@ def train(preset, checkpoint_dir, **values):
 @handle_errors
 def predict(**values):
     """Predict a test folder with a registered model and write submission.csv (id,label)."""
+    params = build(PredictParams, {k: v for k, v in values.items() if v is not None})
+
     from mlcore.cache import default_cache_dir
     from mlcore.hooks import JobHooks
     from mlcore.predict import run_prediction
     from mlcore.registry import Registry
     from mlcore.tracking import MlflowTracker
 
-    params = build(PredictParams, {k: v for k, v in values.items() if v is not None})
     model, info = Registry().load(params.model_uri)
     bars = ProgressBars()
     tags = {
