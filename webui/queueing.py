@@ -141,8 +141,10 @@ def queue_sweep(values: dict[str, Any], *, priority: Any, user: str, token: str 
 
 def _sweep_check(run_id: str):
     """The owner rule now (403 before anything else), and a check of the limits for when the change is planned."""
+    from worker.rerun import find_sweep
+
     account = users.current()
-    owner = jobs().job(run_id, with_progress=False).submitted_by
+    owner = find_sweep(jobs(), run_id).submitted_by  # 404 with the CLI's words for an unknown sweep
     check_sweep_owner(account, owner)
 
     def check(runs: int, trials: int) -> None:

@@ -57,8 +57,8 @@ def trial_state(child) -> str:
     return {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}[child.status]
 
 
-def ended_sweep(client, parent_id: str):
-    """The sweep `parent_id`, ended; SweepRefused 404 when there is no such sweep, 409 while it runs."""
+def find_sweep(client, parent_id: str):
+    """The sweep `parent_id`; SweepRefused 404 when there is no such run or it is no sweep."""
     from mlcore.tracking import is_not_found
 
     try:
@@ -69,6 +69,12 @@ def ended_sweep(client, parent_id: str):
         raise
     if parent.job_type != "sweep":
         raise SweepRefused(404, f"no sweep {parent_id}: it is a {parent.job_type} job")
+    return parent
+
+
+def ended_sweep(client, parent_id: str):
+    """The sweep `parent_id`, ended; SweepRefused 404 when there is no such sweep, 409 while it runs."""
+    parent = find_sweep(client, parent_id)
     if not parent.done:
         raise SweepRefused(
             409, f"sweep {parent_id} is still running: wait until it ends (or cancel it) before changing it"

@@ -272,7 +272,7 @@ def sweep():
 
 def _sweep_change(client, parent: str, change, wait: bool) -> None:
     """Run a re-run or extend with the caller's role and limits (a web UI user's), report it, follow it if asked."""
-    from worker.rerun import SweepRefused
+    from worker.rerun import SweepRefused, find_sweep
     from worker.users import Refused, UserStore, check_sweep_change
 
     user = os.environ.get("USER", "cli")
@@ -280,7 +280,7 @@ def _sweep_change(client, parent: str, change, wait: bool) -> None:
 
     def check(runs: int, trials: int) -> None:
         if account is not None:  # else an operator holding the queue's credentials
-            owner = client.job(parent, with_progress=False).submitted_by
+            owner = find_sweep(client, parent).submitted_by
             check_sweep_change(account, owner, runs=runs, total=trials, active=lambda: client.active_jobs(user))
 
     try:
