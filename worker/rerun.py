@@ -15,8 +15,9 @@ proposes the new trials one by one from the whole history. A grid has no more co
 
 Everything happens under the sweep's lock (`scheduler.sweep_lock`), and the parent is reopened
 last: a change that dies half-way leaves SCHEDULED children of an ended parent, never enqueued, and
-the next `rerun` or `extend` picks them up (they count as the change's children) instead of
-creating them twice.
+the next `rerun` or `extend` starts them with its own. Nothing is created twice: a trial with a
+re-run child is not re-run again, and an extension records its new budget (`samples` in the
+parent's parameters) before it creates a child, so the next one draws after it.
 """
 
 from __future__ import annotations
@@ -59,8 +60,11 @@ def trial_state(child) -> str:
 
 def find_sweep(client, parent_id: str):
     """The sweep `parent_id`; SweepRefused 404 when there is no such run or it is no sweep."""
+    from mlcore.names import RUN_ID_RE
     from mlcore.tracking import is_not_found
 
+    if not RUN_ID_RE.match(parent_id or ""):
+        raise SweepRefused(404, f"no sweep {parent_id!r}: a run id is 32 hexadecimal digits")
     try:
         parent = client.job(parent_id, with_progress=False)
     except Exception as exc:  # noqa: BLE001 - MLflow's not-found carries its own code
@@ -176,12 +180,13 @@ def extend_sweep(client, parent_id: str, samples: int, check: Check | None = Non
             check_locations(p, client.settings)
         if check is not None:
             check(samples + len(_leftovers(children)), trials)
+        # The new budget first: an extension that dies half-way never has its draws made again by the next one
+        client.mlflow.set_tag(parent_id, Tag.PARAMS_JSON, extended.model_dump_json())
         for i, p in enumerate(params):
             client.create_sweep_child(
                 parent_id, p.experiment_name, len(children) + i, p, parent.priority, parent.submitted_by
             )
         # TPE: the scheduler proposes until the sweep holds `sweep_size` children (scheduler._propose)
-        client.mlflow.set_tag(parent_id, Tag.PARAMS_JSON, extended.model_dump_json())
         _reopen(client, parent, len(children) + samples)
     return {"parent": parent_id, "status": "RUNNING", "strategy": sweep.strategy, "samples": trials}
 

@@ -297,7 +297,9 @@ def _sweep_change(client, parent: str, change, wait: bool) -> None:
 @click.argument("parent")
 @click.option("--failed", is_flag=True, help="re-run the trials that failed")
 @click.option("--killed", is_flag=True, help="re-run the trials that were cancelled (killed)")
-@click.option("--pruned", is_flag=True, help="re-run the trials the pruner stopped, to their last epoch")
+@click.option(
+    "--pruned", is_flag=True, help="re-run the trials the pruner stopped (the pruner judges their re-runs again)"
+)
 @click.option("--wait", is_flag=True, help="follow the sweep until it ends again")
 @handle_errors
 def sweep_rerun(parent, failed, killed, pruned, wait):
