@@ -78,7 +78,9 @@ def _cli(*args: str):
 
 
 def test_a_cancelled_sweep_reruns_its_killed_trial_to_completion_as_a_new_child(client, job):
-    parent = client.submit_sweep({"base": job, "grid": {"learning_rate": [3e-3]}, "max_concurrent": 1})
+    parent = client.submit_sweep(
+        {"base": job, "grid": {"learning_rate": [3e-3]}, "max_concurrent": 1, "promote_best": True}
+    )
     client.cancel(parent)  # its one child is killed before or while it runs
     assert client.wait(parent, timeout=120).status == "KILLED"
     (killed,) = _children(client, parent)
@@ -99,6 +101,8 @@ def test_a_cancelled_sweep_reruns_its_killed_trial_to_completion_as_a_new_child(
     assert rerun.tags[RERUN_OF] == killed.run_id and rerun.tags[Tag.SWEEP_INDEX] == "1"
     assert rerun.typed_params == killed.typed_params and epoch_steps(client, new) == [1]
     assert done.tags[Tag.SWEEP_SIZE] == "2" and done.tags[Tag.BEST_CHILD_RUN_ID] == new
+    champion = client.mlflow.get_model_version_by_alias(job["registered_model_name"], "champion")
+    assert champion.run_id == new  # --promote-best applies to the re-run pass (there was no champion to beat)
 
     # Refusals, with the same words in the CLI (the API's: tests/webui/test_webui_rerun.py).
     with pytest.raises(SweepRefused) as nothing:
