@@ -15,7 +15,15 @@ from webui.jobqueue import checked_run_id, jobs
 from webui.jobs import log_lines, metric_curves, sweep_children
 from webui.models import find_version, model_name, versions
 from webui.openapi import document
-from webui.queueing import count_sweep, queue_predict, queue_sweep, queue_train, sweep_values
+from webui.queueing import (
+    count_sweep,
+    extend_sweep,
+    queue_predict,
+    queue_sweep,
+    queue_train,
+    rerun_sweep,
+    sweep_values,
+)
 from worker.users import ROLES, check_cancel, require_role
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -48,6 +56,18 @@ class SweepRequest(_Request):
     pruning_warmup_epochs: int | None = None
     max_concurrent: int | None = None
     promote_best: bool | None = None
+
+
+class RerunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    failed: bool = False
+    killed: bool = False
+    pruned: bool = False
+
+
+class ExtendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    samples: int
 
 
 class SubmissionRequest(_Request):
@@ -232,6 +252,22 @@ def create_sweep():
 def preview_sweep():
     """How many runs a sweep would make (every child validated); nothing is queued."""
     return jsonify(runs=count_sweep(_sweep(_body(SweepRequest))))
+
+
+@bp.route("/sweeps/<run_id>/rerun", methods=["POST"])
+def rerun(run_id: str):
+    """Re-run an ended sweep's trials {failed, killed, pruned} (none chosen: failed and killed) as new children;
+    404 unknown, 409 still running, 400 nothing to re-run."""
+    body = _body(RerunRequest)
+    states = [s for s in ("failed", "killed", "pruned") if getattr(body, s)]
+    return jsonify(rerun_sweep(checked_run_id(run_id), states or None))
+
+
+@bp.route("/sweeps/<run_id>/extend", methods=["POST"])
+def extend(run_id: str):
+    """Add {samples} trials to an ended random or TPE sweep; a grid, or over the cap: 400 naming `samples`."""
+    body = _body(ExtendRequest)
+    return jsonify(extend_sweep(checked_run_id(run_id), body.samples))
 
 
 @bp.route("/models")

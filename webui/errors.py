@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from mlcore.tracking import is_not_found
 from worker.errors import QueueUnavailable, TrackingUnavailable
+from worker.rerun import SweepRefused
 from worker.users import Refused
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,11 @@ def init_app(app: Flask) -> None:
         # The same status and words in the pages, the API and the CLI (worker/users.py makes them).
         log.info("refused %s %s: %s", request.method, request.path, exc.message)
         return error_response(exc.status, exc.message, limit=exc.limit)
+
+    @app.errorhandler(SweepRefused)
+    def sweep_refused(exc: SweepRefused):
+        # Re-run or extend of a running (409), unknown (404) or unchangeable (400) sweep: the CLI's words
+        return error_response(exc.status, exc.message)
 
     @app.errorhandler(QueueUnavailable)
     def queue_error(exc: Exception):

@@ -10,6 +10,7 @@ from mlcore.names import BEST_SELECTION_METRIC, JOB_TYPES, SELECTION_METRIC, STA
 from webui import artifacts, datasets, progress, users
 from webui.auth import safe_next
 from webui.jobqueue import checked_run_id, jobs, queue_available
+from webui.queueing import extend_sweep, rerun_sweep
 from worker.errors import QueueUnavailable
 from worker.users import check_cancel
 
@@ -195,3 +196,35 @@ def cancel(run_id: str):
             "info",
         )
     return redirect(safe_next(request.form.get("next"), url_for("jobs.detail", run_id=run_id)))
+
+
+@bp.route("/jobs/<run_id>/rerun", methods=["POST"])
+def rerun(run_id: str):
+    """Re-run an ended sweep's failed and killed (or the ticked) trials; a refusal is flashed with the API's words."""
+    from mlcore.errors import ParamsError
+    from worker.rerun import SweepRefused
+
+    states = [s for s in ("failed", "killed", "pruned") if request.form.get(s)]
+    try:
+        result = rerun_sweep(checked_run_id(run_id), states or None)
+    except (SweepRefused, ParamsError) as exc:
+        flash(f"Nothing was re-run: {exc.message}", "error")
+    else:
+        count = len(result["rerun"]) + len(result["resumed"])
+        flash(f"Re-running {count} trial{'s' if count != 1 else ''} of sweep {run_id[:8]}.", "success")
+    return redirect(url_for("jobs.detail", run_id=run_id))
+
+
+@bp.route("/jobs/<run_id>/extend", methods=["POST"])
+def extend(run_id: str):
+    """Add N trials to an ended random or TPE sweep; a refusal is flashed with the API's words."""
+    from mlcore.errors import ParamsError
+    from worker.rerun import SweepRefused
+
+    try:
+        result = extend_sweep(checked_run_id(run_id), request.form.get("samples", ""))
+    except (SweepRefused, ParamsError) as exc:
+        flash(f"The sweep was not extended: {exc.message}", "error")
+    else:
+        flash(f"Sweep {run_id[:8]} extended to {result['samples']} trials.", "success")
+    return redirect(url_for("jobs.detail", run_id=run_id))

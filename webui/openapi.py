@@ -148,6 +148,29 @@ def document(server: str) -> dict:
                 **IDEMPOTENCY,
             },
         },
+        "RerunRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "which ended trials to re-run; none chosen: failed and killed",
+            "properties": {
+                "failed": {"type": "boolean", "default": False, "description": "the trials that failed"},
+                "killed": {"type": "boolean", "default": False, "description": "the trials that were cancelled"},
+                "pruned": {"type": "boolean", "default": False, "description": "the trials the pruner stopped"},
+            },
+        },
+        "ExtendRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["samples"],
+            "properties": {
+                "samples": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_CHILDREN,
+                    "description": f"trials to add (random and tpe; a sweep holds at most {MAX_CHILDREN} runs)",
+                }
+            },
+        },
         "TokenRequest": {
             "type": "object",
             "additionalProperties": False,
@@ -213,6 +236,22 @@ def document(server: str) -> dict:
         "/api/runs": {"post": _op("Queue a training job", body="RunRequest", ok=201)},
         "/api/sweeps": {"post": _op("Queue a sweep", body="SweepRequest", ok=201)},
         "/api/sweeps/preview": {"post": _op("Count (and validate) the runs a sweep makes", body="SweepRequest")},
+        "/api/sweeps/{run_id}/rerun": {
+            "post": _op(
+                "Re-run an ended sweep's failed and killed (or the chosen) trials as new children of it; "
+                "404: no such sweep, 409: it is still running, 400: nothing to re-run",
+                body="RerunRequest",
+                params=[RUN_ID],
+            )
+        },
+        "/api/sweeps/{run_id}/extend": {
+            "post": _op(
+                "Add trials to an ended random or tpe sweep (tpe proposes them from the whole history); "
+                "400 naming `samples` for a grid or over the sweep cap, 409 while it runs",
+                body="ExtendRequest",
+                params=[RUN_ID],
+            )
+        },
         "/api/models": {
             "get": _op(
                 "Versions of the registered model",
@@ -256,6 +295,13 @@ def document(server: str) -> dict:
             )
         },
     }
+    for path in ("/api/sweeps/{run_id}/rerun", "/api/sweeps/{run_id}/extend"):
+        paths[path]["post"]["responses"].update(
+            {
+                "404": {"description": "no sweep with this run id", **_json("Error")},
+                "409": {"description": "the sweep is still running: wait until it ends", **_json("Error")},
+            }
+        )
     return {
         "openapi": "3.0.3",
         "info": {

@@ -20,7 +20,7 @@ from webui import users
 from webui.datasets import UnknownDataset, resolve_dataset
 from webui.jobqueue import jobs
 from webui.paramforms import WEB_CHOICES
-from worker.users import check_limits, check_queueing
+from worker.users import check_limits, check_queueing, check_sweep_change, check_sweep_owner
 
 SERVER_ONLY = {"data_dir", "output"}  # chosen by the server; a request may not set them
 
@@ -137,6 +137,34 @@ def queue_sweep(values: dict[str, Any], *, priority: Any, user: str, token: str 
     key = idempotency_key(user, token)
     _within_limits(count_sweep(values), sweep=True)
     return jobs().submit_sweep(values, priority=priority, submitted_by=user, idempotency_key=key)
+
+
+def _sweep_check(run_id: str):
+    """The owner rule now (403 before anything else), and a check of the limits for when the change is planned."""
+    from worker.rerun import find_sweep
+
+    account = users.current()
+    owner = find_sweep(jobs(), run_id).submitted_by  # 404 with the CLI's words for an unknown sweep
+    check_sweep_owner(account, owner)
+
+    def check(runs: int, trials: int) -> None:
+        check_sweep_change(account, owner, runs=runs, total=trials, active=lambda: jobs().active_jobs(account.name))
+
+    return check
+
+
+def rerun_sweep(run_id: str, states: list[str] | None) -> dict:
+    """Re-run an ended sweep's failed and killed (or the chosen) trials: the caller's own sweep, or any for an admin."""
+    return jobs().rerun_sweep(run_id, states, _sweep_check(run_id))
+
+
+def extend_sweep(run_id: str, samples: Any) -> dict:
+    """Add `samples` trials to an ended random or TPE sweep: the caller's own, or any for an admin."""
+    if isinstance(samples, str):  # a form's value
+        if not re.fullmatch(r"\s*\d{1,4}\s*", samples):
+            raise ParamsError("samples", "expected a whole number of trials >= 1")
+        samples = int(samples)
+    return jobs().extend_sweep(run_id, samples, _sweep_check(run_id))
 
 
 def model_uri(version: Any) -> str:

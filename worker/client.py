@@ -118,16 +118,25 @@ class JobClient:
         return self._once(idempotency_key, create)
 
     def create_sweep_child(
-        self, parent: str, experiment: str, index: int, params: TrainParams, priority: str, submitted_by: str
+        self,
+        parent: str,
+        experiment: str,
+        index: int,
+        params: TrainParams,
+        priority: str,
+        submitted_by: str,
+        *,
+        tags: dict[str, str] | None = None,
+        run_name: str | None = None,
     ) -> str:
         """One child run of a sweep, SCHEDULED with its index and parameters (the scheduler enqueues it)."""
         run_id = self._create_run(
             experiment,
             "train",
-            f"sweep child {index + 1}",
+            run_name or f"sweep child {index + 1}",
             priority,
             submitted_by,
-            {Tag.PARENT_RUN_ID: parent, Tag.SWEEP_INDEX: str(index)},
+            {Tag.PARENT_RUN_ID: parent, Tag.SWEEP_INDEX: str(index), **(tags or {})},
         )
         self._record_params(run_id, params)
         return run_id
@@ -267,6 +276,21 @@ class JobClient:
                     self.mlflow.set_tag(run_id, Tag.FAILURE, "cancelled before it started")
                     self.mlflow.set_terminated(run_id, "KILLED")
         return {"run_id": run_id, "status": self.job(run_id, with_progress=False).status, "cancelled": True}
+
+    # -- changing an ended sweep (worker/rerun.py) --------------------------------------------------
+    def rerun_sweep(self, parent: str, states=None, check=None) -> dict:
+        """Re-run an ended sweep's failed and killed (or the chosen `states`) trials as new children."""
+        from worker.rerun import DEFAULT_RERUN, rerun_sweep
+
+        with self.tracking(), self.queue():
+            return rerun_sweep(self, parent, states or DEFAULT_RERUN, check)
+
+    def extend_sweep(self, parent: str, samples: int, check=None) -> dict:
+        """Add `samples` trials to an ended random or TPE sweep."""
+        from worker.rerun import extend_sweep
+
+        with self.tracking(), self.queue():
+            return extend_sweep(self, parent, samples, check)
 
     # -- reading jobs ----------------------------------------------------------------------------
     def job(self, run_id: str, *, with_progress: bool = True) -> Job:

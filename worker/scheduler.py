@@ -7,7 +7,8 @@ under a Redis lock, and is idempotent.
 
 A TPE sweep has no children until the scheduler proposes them: each call fills the free slots under
 the cap with proposals (worker/tpe.py, which says why that is safe under concurrent schedulers),
-creating each child run before the lock is released, until `samples` children exist.
+creating each child run before the lock is released, until `dataslayer.sweep_size` children exist
+(`samples`, plus the re-runs and extensions of worker/rerun.py).
 
 The best child is the FINISHED child with the best objective (the sweep's `objective`, best over
 its epochs; `best_val_f1_weighted` by default) that was not pruned: a pruned trial's metrics are
@@ -31,8 +32,7 @@ SCORE = BEST_SELECTION_METRIC  # logged by every finished training run
 
 def advance_sweep(client: JobClient, parent_id: str) -> dict:
     """Start children up to the cap; end the parent when every child has ended."""
-    lock = client.redis.lock(f"{PREFIX}:sweep-lock:{parent_id}", timeout=60, blocking_timeout=30)
-    with lock:
+    with sweep_lock(client, parent_id):
         parent = client.job(parent_id, with_progress=False)
         if parent.done:
             return {"parent": parent_id, "status": parent.status}
@@ -58,6 +58,11 @@ def advance_sweep(client: JobClient, parent_id: str) -> dict:
         if (complete and all(c.done for c in children)) or (cancelled and not active):
             return _finish_sweep(client, parent, children, cancelled, sweep)
         return {"parent": parent_id, "started": started, "active": len(active) + len(started)}
+
+
+def sweep_lock(client: JobClient, parent_id: str):
+    """The lock every change of one sweep's children holds (scheduling, proposing, re-running, extending)."""
+    return client.redis.lock(f"{PREFIX}:sweep-lock:{parent_id}", timeout=60, blocking_timeout=30)
 
 
 def objective_history(client: JobClient, run_id: str, metric: str) -> dict[int, float]:
@@ -99,7 +104,9 @@ def _propose(client: JobClient, parent, sweep: SweepParams, children: list) -> l
     from worker.tpe import propose
 
     cap = int(parent.tags.get(Tag.MAX_CONCURRENT, "1"))
-    free = min(cap - sum(not c.done for c in children), sweep.samples - len(children))
+    # sweep_size, not samples: it counts the re-runs too (worker/rerun.py), which are children but no proposals
+    size = int(parent.tags.get(Tag.SWEEP_SIZE, sweep.samples))
+    free = min(cap - sum(not c.done for c in children), size - len(children))
     if free <= 0:
         return []
     trials = [trial_record(client, c, sweep) for c in children]

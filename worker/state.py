@@ -68,6 +68,10 @@ class JobState:
         """Ask the job to stop (read by its heartbeat, and by the task before it starts)."""
         self.r.set(self.cancel_key, str(time.time()), ex=PROGRESS_TTL)
 
+    def clear_cancel(self) -> None:
+        """Forget a cancel request (a cancelled sweep that is re-run or extended runs again)."""
+        self.r.delete(self.cancel_key)
+
     def cancel_requested(self) -> bool:
         """Whether a cancel was asked for."""
         return bool(self.r.exists(self.cancel_key))

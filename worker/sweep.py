@@ -35,6 +35,7 @@ PRUNERS = ("none", "median", "asha")
 # val_roc_auc is left out: it is not logged when the validation split holds one class only.
 OBJECTIVES = ("val_f1_weighted", "val_f1", "val_accuracy", "val_precision", "val_recall", "val_loss")
 MINIMIZED = ("val_loss",)
+RERUN_OF = "dataslayer.rerun_of"  # on a re-run child: the run id of the child it repeats (worker/rerun.py)
 NOT_SWEEPABLE = {"data_dir", "experiment_name", "registered_model_name", "device"}
 SWEEPABLE = tuple(f for f in TrainParams.model_fields if f not in NOT_SWEEPABLE)
 

@@ -371,6 +371,30 @@ def check_cancel(user: User, owner: str) -> None:
         )
 
 
+def check_sweep_owner(user: User, owner: str) -> None:
+    """Refuse (403) re-running or extending someone else's sweep unless the user is an admin."""
+    require_role(user, "re-running or extending sweeps", "trainer", "admin")
+    if owner != user.name and not user.is_admin:
+        raise Refused(
+            403,
+            "owner",
+            f"{user.name} may re-run or extend only their own sweeps; this one is {owner}'s (admins change any)",
+        )
+
+
+def check_sweep_change(user: User, owner: str, *, runs: int, total: int, active: Callable[[], int]) -> None:
+    """The owner rule, then the limits: `total` trials against max_sweep (403), `runs` new jobs against max_jobs
+    (429)."""
+    check_sweep_owner(user, owner)
+    if user.max_sweep is not None and total > user.max_sweep:
+        raise Refused(
+            403,
+            "max_sweep",
+            f"a sweep of {total} runs is more than {user.name}'s limit of {user.max_sweep} (max_sweep)",
+        )
+    check_limits(user, runs=runs, active=active)
+
+
 def check_token_owner(user: User, owner: str) -> None:
     """Refuse (403) managing someone else's token unless the user is an admin."""
     if owner != user.name and not user.is_admin:

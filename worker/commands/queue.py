@@ -1,4 +1,5 @@
-"""Queue commands: `worker` (one per GPU), `queue train|predict` (comma lists or ranges make a sweep), `jobs`, `cancel`.
+"""Queue commands: `worker` (one per GPU), `queue train|predict` (comma lists or ranges make a sweep), `jobs`, `cancel`,
+`sweep rerun|extend` (change an ended sweep).
 
 CUDA is never touched in these processes: jobs run in the worker's pool children.
 """
@@ -264,4 +265,63 @@ def cancel(run_id):
     emit(JobClient().cancel(run_id))
 
 
-COMMANDS = (worker, queue, jobs, cancel)
+@click.group()
+def sweep():
+    """Change an ended sweep: re-run its failed or killed trials, or extend it by more trials."""
+
+
+def _sweep_change(client, parent: str, change, wait: bool) -> None:
+    """Run a re-run or extend with the caller's role and limits (a web UI user's), report it, follow it if asked."""
+    from worker.rerun import SweepRefused, find_sweep
+    from worker.users import Refused, UserStore, check_sweep_change
+
+    user = os.environ.get("USER", "cli")
+    account = UserStore().get(user)
+
+    def check(runs: int, trials: int) -> None:
+        if account is not None:  # else an operator holding the queue's credentials
+            owner = find_sweep(client, parent).submitted_by
+            check_sweep_change(account, owner, runs=runs, total=trials, active=lambda: client.active_jobs(user))
+
+    try:
+        result = change(check)
+    except (SweepRefused, Refused) as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        emit({"error": exc.message, "status": exc.status})
+        sys.exit(1)
+    click.echo(f"sweep {parent} runs again; follow it with `dataslayer jobs --sweep {parent}`", err=True)
+    emit({**result, **_follow(client, parent, True)} if wait else result)
+
+
+@sweep.command("rerun")
+@click.argument("parent")
+@click.option("--failed", is_flag=True, help="re-run the trials that failed")
+@click.option("--killed", is_flag=True, help="re-run the trials that were cancelled (killed)")
+@click.option(
+    "--pruned", is_flag=True, help="re-run the trials the pruner stopped (the pruner judges their re-runs again)"
+)
+@click.option("--wait", is_flag=True, help="follow the sweep until it ends again")
+@handle_errors
+def sweep_rerun(parent, failed, killed, pruned, wait):
+    """Re-run an ended sweep's failed and killed trials (default) as new children of the same sweep."""
+    from worker.client import JobClient
+
+    states = [s for s, chosen in (("failed", failed), ("killed", killed), ("pruned", pruned)) if chosen]
+    client = JobClient()
+    _sweep_change(client, parent, lambda check: client.rerun_sweep(parent, states or None, check), wait)
+
+
+@sweep.command("extend")
+@click.argument("parent")
+@click.option("--samples", type=int, required=True, help="trials to add (random search and tpe)")
+@click.option("--wait", is_flag=True, help="follow the sweep until it ends again")
+@handle_errors
+def sweep_extend(parent, samples, wait):
+    """Add N trials to an ended random or tpe sweep (tpe proposes them from the whole history)."""
+    from worker.client import JobClient
+
+    client = JobClient()
+    _sweep_change(client, parent, lambda check: client.extend_sweep(parent, samples, check), wait)
+
+
+COMMANDS = (worker, queue, jobs, cancel, sweep)
