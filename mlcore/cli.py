@@ -91,15 +91,18 @@ class ProgressBars:
 
     def __call__(self, event: dict) -> None:
         phase = event["phase"]
+        fold = f"fold {event['fold'] + 1}/{event['folds']} " if "fold" in event else ""
         if phase in ("decoding", "predicting"):
             self._bar(phase, event["total"], phase).n = event["done"]
         elif phase == "training":
-            bar = self._bar(("train", event["epoch"]), event["steps"], f"epoch {event['epoch']}/{event['epochs']}")
+            bar = self._bar(
+                ("train", event.get("fold"), event["epoch"]), event["steps"], f"{fold}epoch {event['epoch']}/{event['epochs']}"
+            )
             bar.n = event["step"]
             bar.set_postfix_str(f"{event['img_per_s']:.0f} img/s", refresh=False)
         elif phase == "epoch_end":
             self.tqdm.write(
-                f"epoch {event['epoch']}/{event['epochs']}: "
+                f"{fold}epoch {event['epoch']}/{event['epochs']}: "
                 + ", ".join(f"{k} {v:.4f}" for k, v in event["metrics"].items()),
                 file=sys.stderr,
             )
@@ -176,7 +179,11 @@ def demo_data(out, subjects, images_per_class, test_images, seed, overwrite):
 @params_options(TrainParams)
 @handle_errors
 def train(preset, checkpoint_dir, **values):
-    """Train a model, log everything to MLflow and register the best epoch's model."""
+    """Train a model, log everything to MLflow and register the best epoch's model.
+
+    With --cv-folds K: K folds of whole subjects trained one after another as child runs, and one
+    registered model, the fold ensemble, its threshold tuned on the out-of-fold predictions.
+    """
     from mlcore.cache import default_cache_dir
     from mlcore.hooks import JobHooks
     from mlcore.tracking import MlflowTracker
