@@ -96,7 +96,9 @@ class ProgressBars:
             self._bar(phase, event["total"], phase).n = event["done"]
         elif phase == "training":
             bar = self._bar(
-                ("train", event.get("fold"), event["epoch"]), event["steps"], f"{fold}epoch {event['epoch']}/{event['epochs']}"
+                ("train", event.get("fold"), event["epoch"]),
+                event["steps"],
+                f"{fold}epoch {event['epoch']}/{event['epochs']}",
             )
             bar.n = event["step"]
             bar.set_postfix_str(f"{event['img_per_s']:.0f} img/s", refresh=False)

@@ -6,7 +6,8 @@ this project's own format (the pytorch flavor, no `code` folder, only the files 
 and only the state dict is read, with `torch.load(weights_only=True)`, into a model built from the
 version's `arch` tag. A cross-validation's fold ensemble is the same artifact whose state dict holds
 K such models (`members.0.` ... `members.K-1.`), K from its `cv_folds` tag: it is checked and loaded
-the same way, into a `FoldEnsemble` of K models of `arch`. MLflow calls go through `mlcore.tracking` (the one module importing mlflow).
+the same way, into a `FoldEnsemble` of K models of `arch`. MLflow calls go through `mlcore.tracking`
+(the one module importing mlflow).
 """
 
 from __future__ import annotations

@@ -42,7 +42,9 @@ def test_cv_trains_k_child_runs_registers_one_ensemble_and_predicts_with_its_thr
     parent = client.get_run(summary["run_id"])
     assert parent.info.status == "FINISHED" and parent.data.params["cv_folds"] == "2"
     children = client.search_runs(
-        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'", order_by=["attributes.start_time ASC"]
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        order_by=["attributes.start_time ASC"],
     )
     assert [c.data.params["cv_fold"] for c in children] == ["0", "1"]
     assert all(c.info.status == "FINISHED" and "val_f1_at_threshold" in c.data.metrics for c in children)
