@@ -263,7 +263,9 @@ def models(name):
         threshold = f"{float(r['threshold']):.4f}" if r["threshold"] else "-"
         click.echo(
             f"v{r['version']:<4} {','.join(r['aliases']) or '-':<12} val_f1 {r['val_f1'] or '-':<10} "
-            f"threshold {threshold:<10} {r['arch'] or '-'}@{r['image_size'] or '-'}px run {r['run_id']}"
+            f"threshold {threshold:<10} {r['arch'] or '-'}@{r['image_size'] or '-'}px "
+            + (f"ensemble of {r['cv_folds']} folds " if r.get("cv_folds") else "")
+            + f"run {r['run_id']}"
         )
     emit(
         {

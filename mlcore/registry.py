@@ -80,6 +80,7 @@ class Registry:
                     "threshold": mv.tags.get("threshold"),
                     "arch": mv.tags.get("arch"),
                     "image_size": mv.tags.get("image_size"),
+                    "cv_folds": mv.tags.get("cv_folds"),  # a fold ensemble of this many models; None: one model
                     "run_id": mv.run_id,
                     "created": mv.creation_timestamp,
                 }
