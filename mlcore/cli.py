@@ -188,10 +188,12 @@ def train(preset, checkpoint_dir, **values):
     """
     from mlcore.cache import default_cache_dir
     from mlcore.hooks import JobHooks
+    from mlcore.split import check_folds
     from mlcore.tracking import MlflowTracker
     from mlcore.train import run_training
 
     params = train_params(preset, **values)
+    check_folds(params)  # a fold count the subjects cannot fill is refused before a run exists
     bars = ProgressBars()
     try:
         with MlflowTracker(

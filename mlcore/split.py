@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from mlcore.data import DataError, Dataset
+from mlcore.data import DataError, Dataset, discover_dataset
 from mlcore.errors import ParamsError
 
 SUBJECT_SPLIT_TRIALS = 2000
@@ -133,3 +133,19 @@ def split_dataset(dataset: Dataset, strategy: str, val_fraction: float, seed: in
             )
         return split_by_subject(labels, dataset.subjects, val_fraction, seed)
     raise ValueError(f"unknown split {strategy!r}; choose 'subject' or 'image'")
+
+
+def check_folds(params) -> None:
+    """At an entrance, before a run exists: refuse TrainParams whose `cv_folds` the subjects cannot fill, naming it.
+
+    Cheap (the dataset's file list only); the job checks again when it cuts the folds.
+    """
+    if params.cv_folds is None:
+        return
+    found = sorted(set(discover_dataset(params.data_dir).subjects))
+    if params.cv_folds > len(found):
+        raise ParamsError(
+            "cv_folds",
+            f"{params.cv_folds} folds need between 2 and the number of subjects ({len(found)}: "
+            f"{', '.join(found)[:200]}) in {params.data_dir}",
+        )

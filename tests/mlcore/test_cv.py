@@ -108,10 +108,12 @@ def test_cv_trains_k_child_runs_registers_one_ensemble_and_predicts_with_its_thr
             Registry().load(f"models:/cv-ensemble/{mv.version}")
 
 
-def test_a_fold_count_above_the_subjects_is_refused_naming_the_flag(tracking_server, tiny_train_values):
-    result = CliRunner().invoke(cli, ["train", *_flags(tiny_train_values), "--cv-folds", "4"])
+def test_a_fold_count_above_the_subjects_is_refused_naming_the_flag_before_a_run(tracking_server, tiny_train_values):
+    values = {**tiny_train_values, "experiment_name": "cv-refused"}
+    result = CliRunner().invoke(cli, ["train", *_flags(values), "--cv-folds", "4"])
     assert result.exit_code == 2
     assert "--cv-folds" in result.output and "number of subjects (3" in result.output  # the demo data has 3
+    assert MlflowClient().get_experiment_by_name("cv-refused") is None  # refused before any run
 
 
 @pytest.mark.parametrize(
