@@ -91,15 +91,20 @@ class ProgressBars:
 
     def __call__(self, event: dict) -> None:
         phase = event["phase"]
+        fold = f"fold {event['fold'] + 1}/{event['folds']} " if "fold" in event else ""
         if phase in ("decoding", "predicting"):
             self._bar(phase, event["total"], phase).n = event["done"]
         elif phase == "training":
-            bar = self._bar(("train", event["epoch"]), event["steps"], f"epoch {event['epoch']}/{event['epochs']}")
+            bar = self._bar(
+                ("train", event.get("fold"), event["epoch"]),
+                event["steps"],
+                f"{fold}epoch {event['epoch']}/{event['epochs']}",
+            )
             bar.n = event["step"]
             bar.set_postfix_str(f"{event['img_per_s']:.0f} img/s", refresh=False)
         elif phase == "epoch_end":
             self.tqdm.write(
-                f"epoch {event['epoch']}/{event['epochs']}: "
+                f"{fold}epoch {event['epoch']}/{event['epochs']}: "
                 + ", ".join(f"{k} {v:.4f}" for k, v in event["metrics"].items()),
                 file=sys.stderr,
             )
@@ -176,14 +181,20 @@ def demo_data(out, subjects, images_per_class, test_images, seed, overwrite):
 @params_options(TrainParams)
 @handle_errors
 def train(preset, checkpoint_dir, **values):
-    """Train a model, log everything to MLflow and register the best epoch's model."""
+    """Train a model, log everything to MLflow and register the best epoch's model.
+
+    With --cv-folds K: K folds of whole subjects trained one after another as child runs, and one
+    registered model, the fold ensemble, its threshold tuned on the out-of-fold predictions.
+    """
     params = train_params(preset, **values)  # bad flags are refused before torch and MLflow are imported
 
     from mlcore.cache import default_cache_dir
     from mlcore.hooks import JobHooks
+    from mlcore.split import check_folds
     from mlcore.tracking import MlflowTracker
     from mlcore.train import run_training
 
+    check_folds(params)  # a fold count the subjects cannot fill is refused before a run exists
     bars = ProgressBars()
     try:
         with MlflowTracker(
@@ -256,7 +267,9 @@ def models(name):
         threshold = f"{float(r['threshold']):.4f}" if r["threshold"] else "-"
         click.echo(
             f"v{r['version']:<4} {','.join(r['aliases']) or '-':<12} val_f1 {r['val_f1'] or '-':<10} "
-            f"threshold {threshold:<10} {r['arch'] or '-'}@{r['image_size'] or '-'}px run {r['run_id']}"
+            f"threshold {threshold:<10} {r['arch'] or '-'}@{r['image_size'] or '-'}px "
+            + (f"ensemble of {r['cv_folds']} folds " if r.get("cv_folds") else "")
+            + f"run {r['run_id']}"
         )
     emit(
         {

@@ -49,6 +49,10 @@ class Tracker(Protocol):
     def log_model(self, model, info: dict) -> dict: ...
     def log_prediction(self, result: dict, files: list[str]) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_cv(self, cv: dict) -> None: ...
+    def child(self, run_name: str, tags: dict[str, str]) -> Tracker:
+        """A tracker of a child run (a cross-validation fold), used as a context manager."""
+        ...
 
 
 @dataclass
@@ -78,6 +82,18 @@ class NullTracker:
 
     def set_tags(self, tags):
         pass
+
+    def log_cv(self, cv):
+        pass
+
+    def child(self, run_name, tags):
+        return NullTracker()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
 
 
 class Progress:

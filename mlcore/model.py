@@ -8,6 +8,7 @@ notebook checkpoint (`CNN` wrapper, keys prefixed `model.`) and an ImageNet file
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -77,3 +78,27 @@ def build_model(arch: str = "resnet50", pretrained: str = "none") -> nn.Module:
                 f"weights {pretrained} do not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}"
             )
     return model
+
+
+class FoldEnsemble(nn.Module):
+    """The mean of K models' class probabilities, as log-probabilities: `softmax(output)` is that mean.
+
+    A cross-validation's registered model: its K fold models (`members.0.`, `members.1.`, ... in the
+    state dict) see the same batch, and the output's softmax is the average of their softmaxes, so
+    prediction code treats it as one model with 2-class logits.
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 models, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.stack([torch.log_softmax(m(x).float(), dim=1) for m in self.members])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+
+
+def build_ensemble(arch: str, folds: int) -> FoldEnsemble:
+    """An untrained FoldEnsemble of `folds` ResNets of `arch` (weights come from a state dict)."""
+    return FoldEnsemble([build_model(arch, "none") for _ in range(folds)])

@@ -74,6 +74,9 @@ class Tag:
     PROMOTE_BEST = PREFIX + "promote_best"
     BEST_CHILD_RUN_ID = PREFIX + "best_child_run_id"
     PRUNED = PREFIX + "pruned"  # the epoch a sweep's pruner stopped the trial at (the run ends FINISHED)
+    # cross-validation: the parent's fold count, a child's fold
+    CV_FOLDS = PREFIX + "cv_folds"
+    CV_FOLD = PREFIX + "cv_fold"
     # MLflow's own
     PARENT_RUN_ID = "mlflow.parentRunId"
     USER = "mlflow.user"

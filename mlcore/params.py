@@ -87,6 +87,16 @@ class TrainParams(_Params):
         42, ge=0, le=2**31 - 1, description="seed for the split, initialisation, shuffling and augmentation"
     )
     precision: Precision = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
+    cv_folds: int | None = Field(
+        None,
+        ge=2,
+        le=1000,
+        description="cross-validation: K folds of whole subjects, K child runs and one fold-ensemble model "
+        "(K = number of subjects: leave-one-subject-out; off: one split)",
+    )
+    cv_fold: int | None = Field(
+        None, ge=0, le=999, description="train only this fold (0 to cv_folds-1) of the cross-validation, as one run"
+    )
     threshold_metric: Literal["f1", "accuracy"] = Field(
         "f1", description="validation metric the decision threshold is tuned for (f1: the notebook's)"
     )
@@ -134,6 +144,25 @@ class TrainParams(_Params):
     def _model_name(cls, v: str) -> str:
         if not MODEL_NAME_RE.match(v):
             raise ValueError("use letters, digits, '.', '_' and '-' (at most 100)")
+        return v
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _folds_by_subject(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and info.data.get("split") == "image":
+            raise ValueError("cross-validation folds are whole subjects: use split 'subject' (not 'image')")
+        return v
+
+    @field_validator("cv_fold")
+    @classmethod
+    def _fold_in_range(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is None:
+            return v
+        folds = info.data.get("cv_folds")
+        if folds is None:
+            raise ValueError("needs cv_folds (the number of folds it is one of)")
+        if v >= folds:
+            raise ValueError(f"must be below cv_folds ({folds}): folds are numbered 0 to {folds - 1}")
         return v
 
     @field_validator("warmup_epochs")

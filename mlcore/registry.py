@@ -4,7 +4,10 @@ A registered version is whatever its artifact holds, and anyone who can write to
 register one, so loading never imports or unpickles artifact content: the MLmodel file must describe
 this project's own format (the pytorch flavor, no `code` folder, only the files `log_model` writes),
 and only the state dict is read, with `torch.load(weights_only=True)`, into a model built from the
-version's `arch` tag. MLflow calls go through `mlcore.tracking` (the one module importing mlflow).
+version's `arch` tag. A cross-validation's fold ensemble is the same artifact whose state dict holds
+K such models (`members.0.` ... `members.K-1.`), K from its `cv_folds` tag: it is checked and loaded
+the same way, into a `FoldEnsemble` of K models of `arch`. MLflow calls go through `mlcore.tracking`
+(the one module importing mlflow).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ MODEL_FILES = frozenset(
         STATE_DICT_FILE,
     }
 )
-MAX_MODEL_BYTES = 2 * 2**30  # a ResNet50 state dict is ~95 MB
+MAX_MODEL_BYTES = 2 * 2**30  # per model: a ResNet50 state dict is ~95 MB
+MAX_FOLDS = 1000  # TrainParams.cv_folds' bound
 
 
 class UnsafeModel(LookupError):
@@ -76,6 +80,7 @@ class Registry:
                     "threshold": mv.tags.get("threshold"),
                     "arch": mv.tags.get("arch"),
                     "image_size": mv.tags.get("image_size"),
+                    "cv_folds": mv.tags.get("cv_folds"),  # a fold ensemble of this many models; None: one model
                     "run_id": mv.run_id,
                     "created": mv.creation_timestamp,
                 }
@@ -126,7 +131,7 @@ class Registry:
         """
         import torch
 
-        from mlcore.model import build_model
+        from mlcore.model import build_ensemble, build_model
 
         if uri.startswith("runs:/"):
             run = self.client.get_run(uri.split("/")[1])
@@ -137,6 +142,8 @@ class Registry:
                 "arch": run.data.params["arch"],
                 "image_size": run.data.params["image_size"],
                 "threshold": threshold,
+                # a cross-validation's parent run holds the ensemble; a fold's run (cv_fold set) holds no model
+                "cv_folds": run.data.params.get("cv_folds") if not run.data.params.get("cv_fold") else None,
                 "precision": None,  # a run carries no version tag: the job's own precision
                 "name": None,
                 "version": None,
@@ -155,13 +162,16 @@ class Registry:
                 "image_size": mv.tags["image_size"],
                 "threshold": mv.tags["threshold"],
                 "precision": mv.tags.get("precision"),  # None: registered before the tag existed
+                "cv_folds": mv.tags.get("cv_folds"),  # a fold ensemble of this many models
                 "name": mv.name,
                 "version": str(mv.version),
             }
             where, load_uri = f"model version {mv.name}/{mv.version}", f"models:/{mv.name}/{mv.version}"
-        model = build_model(info["arch"], "none")
+        folds = _fold_count(info.get("cv_folds"), where)
+        info["cv_folds"] = folds
+        model = build_model(info["arch"], "none") if folds is None else build_ensemble(info["arch"], folds)
         with tempfile.TemporaryDirectory(prefix="dataslayer-model-") as tmp:
-            state_file = self._checked_state_dict(load_uri, where, Path(tmp))
+            state_file = self._checked_state_dict(load_uri, where, Path(tmp), models=folds or 1)
             try:
                 state = torch.load(state_file, map_location="cpu", weights_only=True)
                 model.load_state_dict(state)
@@ -171,7 +181,7 @@ class Registry:
         info["threshold"] = float(info["threshold"]) if info["threshold"] not in (None, "") else None
         return model.eval(), info
 
-    def _checked_state_dict(self, uri: str, where: str, tmp: Path) -> Path:
+    def _checked_state_dict(self, uri: str, where: str, tmp: Path, models: int = 1) -> Path:
         """Check the artifact's file list and MLmodel, download only the state dict; UnsafeModel names what is wrong."""
         files = tracking.model_artifact_files(uri)
         unexpected = sorted(set(files) - MODEL_FILES)
@@ -186,8 +196,10 @@ class Registry:
                     f"{where}: the model artifact has no {needed} (registered by an older dataslayer "
                     "or another tool; train it again)"
                 )
-        if files[STATE_DICT_FILE] > MAX_MODEL_BYTES:
-            raise UnsafeModel(f"{where}: the state dict is {files[STATE_DICT_FILE]} bytes, more than a ResNet can be")
+        if files[STATE_DICT_FILE] > MAX_MODEL_BYTES * models:
+            raise UnsafeModel(
+                f"{where}: the state dict is {files[STATE_DICT_FILE]} bytes, more than {models} ResNet(s) can be"
+            )
         mlmodel = tracking.download_model_file(uri, "MLmodel", tmp)
         try:
             meta = yaml.safe_load(mlmodel.read_text())
@@ -203,6 +215,19 @@ class Registry:
         if flavor.get("model_data") != "data":
             raise UnsafeModel(f"{where}: unexpected model_data {flavor.get('model_data')!r} in its MLmodel file")
         return tracking.download_model_file(uri, STATE_DICT_FILE, tmp)
+
+
+def _fold_count(value, where: str) -> int | None:
+    """The number of models in a fold ensemble from its `cv_folds` tag (None or empty: a single model)."""
+    if value in (None, ""):
+        return None
+    try:
+        folds = int(value)
+    except (TypeError, ValueError):
+        folds = 0
+    if not 2 <= folds <= MAX_FOLDS:
+        raise UnsafeModel(f"{where}: its cv_folds tag {value!r} is not a fold count (2 to {MAX_FOLDS})")
+    return folds
 
 
 def _score(version, missing: float) -> float:

@@ -115,6 +115,8 @@ class MlflowTracker:
             run_id=self.run_id,
             run_name=self.run_name,
             parent_run_id=self.parent_run_id,
+            # A child started inside its parent's process (a cross-validation fold) nests under the active run.
+            nested=self.parent_run_id is not None and mlflow.active_run() is not None,
             tags={**base_tags(), **self.tags} if self.run_id is None else None,
             log_system_metrics=self.system_metrics,
         )
@@ -195,6 +197,24 @@ class MlflowTracker:
             self.pending.pop(0)
 
     # -- the Tracker protocol ------------------------------------------------------------------
+    def child(self, run_name: str, tags: dict[str, str]) -> MlflowTracker:
+        """A child run of this one in the same experiment (a cross-validation fold), to use as a context manager."""
+        return MlflowTracker(
+            experiment=self.experiment,
+            run_name=run_name,
+            parent_run_id=self.run_id,
+            tags=tags,
+            system_metrics=False,  # the parent's process samples them already
+        )
+
+    def log_cv(self, cv: dict) -> None:
+        """A cross-validation's parent records: the out-of-fold predictions CSV, the folds report, mean and std."""
+        self._await_server()
+        self._retry(lambda: mlflow.log_text(cv["oof_csv"], "tables/oof_predictions.csv"), "the out-of-fold table")
+        self._retry(lambda: mlflow.log_dict(cv["report"], "reports/cv_folds.json"), "the folds report")
+        self._log_once(cv["metrics"], "the cross-validation metrics")
+        self._retry(lambda: self.client.set_tag(self.run_id, Tag.THRESHOLD, repr(float(cv["threshold"]))), "a tag")
+
     def log_params(self, params: dict[str, str]) -> None:
         """Log the job's parameters once (a resumed run already has them)."""
         if not self._has_params:
@@ -346,6 +366,8 @@ class MlflowTracker:
             "torch": torch.__version__.split("+")[0],
             "precision": info["precision"],  # prediction runs in it unless the job overrides it
         }
+        if info.get("cv_folds"):
+            tags["cv_folds"] = str(int(info["cv_folds"]))  # a fold ensemble: Registry.load builds K members
         for key, value in tags.items():
             self._retry(
                 lambda k=key, v=value: self.client.set_model_version_tag(name, version, k, v), "the version tags"
@@ -387,7 +409,7 @@ class MlflowTracker:
                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                     registered_model_name=name,
                     extra_files=[str(weights)],
-                    metadata={k: info[k] for k in ("arch", "image_size", "threshold")},
+                    metadata={k: info[k] for k in ("arch", "image_size", "threshold", "cv_folds") if k in info},
                     # MLflow would reload the program and run the example through it (1.7 s a job on 2
                     # cores); the program comes from torch.export of this very model, and prediction
                     # loads the state dict, which the prediction tests run on every registered version.

@@ -43,7 +43,7 @@ from mlcore.metrics import THRESHOLDS, at_threshold, epoch_metrics, f1_curve, re
 from mlcore.model import build_model
 from mlcore.names import SELECTION_METRIC, Tag
 from mlcore.params import TrainParams
-from mlcore.split import split_dataset
+from mlcore.split import fold_split, split_dataset, subject_folds
 
 log = logging.getLogger(__name__)
 # torch.compile pays for itself (~45 s on an H200) only when the job runs long enough.
@@ -170,7 +170,13 @@ def run_training(
     """Train, select, tune and register one model; return the job's summary.
 
     `cache_dir` keeps the decoded images on disk for the next job (None: decode in memory only).
+    With `cv_folds` (and no `cv_fold`) this is a cross-validation: `mlcore.cv.run_cv` trains the
+    folds as child runs of `tracker`'s run and registers their ensemble.
     """
+    if params.cv_folds is not None and params.cv_fold is None:
+        from mlcore.cv import run_cv
+
+        return run_cv(params, tracker=tracker, hooks=hooks, checkpoint_dir=checkpoint_dir, cache_dir=cache_dir)
     runtime = make_runtime(select_device(params.device), params.precision)
     tracker, hooks = tracker or NullTracker(), hooks or JobHooks()
     t_start = time.perf_counter()
@@ -212,15 +218,18 @@ def run_training(
     }
 
 
-def load_data(params: TrainParams, runtime: Runtime, tracker: Tracker, hooks: JobHooks, cache_dir) -> TrainData:
-    """Discover and split the dataset, log it, decode it into the image cache and drop the bad files."""
-    dataset = discover_dataset(params.data_dir)
-    train_idx, val_idx = split_dataset(dataset, params.split, params.val_fraction, params.seed)
-    tracker.log_params(params.to_log())
-    tracker.log_dataset(dataset, train_idx, val_idx)
+def split_indices(params: TrainParams, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices: fold `cv_fold` of the `cv_folds` subject folds, or the `split` strategy's split."""
+    if params.cv_fold is not None:
+        folds = subject_folds(dataset.labels, dataset.subjects, params.cv_folds, params.seed)
+        return fold_split(folds, params.cv_fold)
+    return split_dataset(dataset, params.split, params.val_fraction, params.seed)
 
+
+def decode(params: TrainParams, dataset: Dataset, runtime: Runtime, hooks: JobHooks, cache_dir) -> ImageCache:
+    """The dataset's images decoded at the job's image size (from the on-disk cache when it has them)."""
     hooks.progress({"phase": "decoding", "done": 0, "total": len(dataset.samples)})
-    cache = build_image_cache(
+    return build_image_cache(
         dataset.paths,
         params.image_size,
         device=runtime.device,
@@ -228,6 +237,25 @@ def load_data(params: TrainParams, runtime: Runtime, tracker: Tracker, hooks: Jo
         cache_dir=cache_dir,
         progress=lambda done, total: hooks.progress({"phase": "decoding", "done": done, "total": total}),
     )
+
+
+def load_data(
+    params: TrainParams,
+    runtime: Runtime,
+    tracker: Tracker,
+    hooks: JobHooks,
+    cache_dir,
+    loaded: tuple[Dataset, ImageCache] | None = None,
+) -> TrainData:
+    """Discover and split the dataset, log it, decode it into the image cache and drop the bad files.
+
+    `loaded`: the dataset and its decoded images already at hand (a cross-validation's folds share them).
+    """
+    dataset = loaded[0] if loaded is not None else discover_dataset(params.data_dir)
+    train_idx, val_idx = split_indices(params, dataset)
+    tracker.log_params(params.to_log())
+    tracker.log_dataset(dataset, train_idx, val_idx)
+    cache = loaded[1] if loaded is not None else decode(params, dataset, runtime, hooks, cache_dir)
     skipped = [{"file": dataset.samples[i].rel, "reason": reason} for i, reason in sorted(cache.bad.items())]
     train_idx, val_idx = _drop_bad(train_idx, cache.bad), _drop_bad(val_idx, cache.bad)
     labels = torch.as_tensor(dataset.labels, dtype=torch.long)
@@ -377,6 +405,27 @@ def finish(
     hooks.progress({"phase": "logging", "epoch": state.epoch, "epochs": params.epochs})
     model = setup.model
     model.load_state_dict(state.best_model)
+    evaluation = evaluate_best(params, data, state)
+    tracker.log_evaluation(evaluation)
+    best = state.history[state.best_epoch - 1]
+    registered = tracker.log_model(
+        model.to("cpu").eval(),
+        {
+            "arch": params.arch,
+            "image_size": params.image_size,
+            "threshold": evaluation["threshold"],
+            "val_f1": best["val_f1"],
+            "val_f1_weighted": state.best_score,
+            "threshold_f1": evaluation["threshold_f1"],
+            "precision": precision,
+            "registered_model_name": params.registered_model_name,
+        },
+    )
+    return {**registered, "threshold": evaluation["threshold"], "threshold_f1": evaluation["threshold_f1"]}
+
+
+def evaluate_best(params: TrainParams, data: TrainData, state: TrainState) -> dict:
+    """The best epoch's evaluation: the threshold tuned on its validation probabilities, curves and reports."""
     val_labels = data.labels[data.val_idx].numpy()
     probs = state.best_probs
     threshold, _ = tune_threshold(val_labels, probs, params.threshold_metric)
@@ -399,19 +448,4 @@ def finish(
         "skipped": data.skipped,
         "dataset": data.dataset.counts(),
     }
-    tracker.log_evaluation(evaluation)
-    best = state.history[state.best_epoch - 1]
-    registered = tracker.log_model(
-        model.to("cpu").eval(),
-        {
-            "arch": params.arch,
-            "image_size": params.image_size,
-            "threshold": threshold,
-            "val_f1": best["val_f1"],
-            "val_f1_weighted": state.best_score,
-            "threshold_f1": threshold_f1,
-            "precision": precision,
-            "registered_model_name": params.registered_model_name,
-        },
-    )
-    return {**registered, "threshold": threshold, "threshold_f1": threshold_f1}
+    return evaluation

@@ -34,7 +34,7 @@ TRAIN_GROUPS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("Augmentation", ("aug_flip", "aug_rotation", "aug_brightness", "aug_contrast", "aug_saturation", "aug_hue")),
-    ("Validation split", ("split", "val_fraction", "seed", "threshold_metric")),
+    ("Validation split", ("split", "val_fraction", "seed", "threshold_metric", "cv_folds", "cv_fold")),
     ("Runtime", ("device", "precision", "compile", "eval_batch_size")),
     ("Tracking", ("experiment_name", "registered_model_name")),
 ]

@@ -95,6 +95,10 @@ def queue_train(
         check_types(TrainParams, values)
     key = idempotency_key(user, token)
     params = build(TrainParams, {**values, "data_dir": _dataset_dir(dataset, "train")})
+    if params.cv_folds is not None:
+        from mlcore.split import check_folds  # numpy and scikit-learn: only when needed
+
+        check_folds(params)
     _within_limits(1)
     return jobs().submit_train(
         params, priority=priority, submitted_by=user, idempotency_key=key, run_name=run_name(name)

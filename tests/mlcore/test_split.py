@@ -10,7 +10,8 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from mlcore.data import DataError, Dataset, Sample, discover_dataset
-from mlcore.split import split_by_image, split_by_subject, split_dataset
+from mlcore.errors import ParamsError
+from mlcore.split import fold_split, split_by_image, split_by_subject, split_dataset, subject_folds
 
 
 def _layout(seed: int) -> tuple[list[int], list[str]]:
@@ -128,3 +129,76 @@ def test_unknown_strategy_raises():
     labels, subjects = _layout(0)
     with pytest.raises(ValueError, match="random"):
         split_dataset(_dataset(labels, subjects), "random", 0.2, 42)
+
+
+# -- cross-validation folds by subject ------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_every_subject_lies_in_exactly_one_fold_and_every_fold_is_used(seed, k):
+    labels, subjects = _layout(seed)
+    folds = subject_folds(labels, subjects, k, seed)
+    assert folds.shape == (len(labels),) and set(folds.tolist()) == set(range(k))
+    fold_of_subject: dict[str, set[int]] = {}
+    for s, f in zip(subjects, folds.tolist()):
+        fold_of_subject.setdefault(s, set()).add(f)
+    assert all(len(fs) == 1 for fs in fold_of_subject.values())
+    for f in range(k):
+        train, val = fold_split(folds, f)
+        assert not {subjects[i] for i in train} & {subjects[i] for i in val}
+        assert sorted(np.concatenate([train, val]).tolist()) == list(range(len(labels)))
+
+
+def _fold_imbalance(labels, subjects, fold_of_subject: dict[str, int], k: int) -> tuple[float, float]:
+    """(largest |fold size - n/k|, mean |fold fall rate - overall rate|) of an assignment of subjects to folds."""
+    labels = np.asarray(labels)
+    folds = np.array([fold_of_subject[s] for s in subjects])
+    sizes = np.array([(folds == f).sum() for f in range(k)])
+    rates = np.array([labels[folds == f].mean() for f in range(k)])
+    return float(np.abs(sizes - len(labels) / k).max()), float(np.abs(rates - labels.mean()).mean())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_folds_are_balanced_by_size_and_fall_rate(seed):
+    k = 3
+    labels, subjects = _layout(seed)
+    folds = subject_folds(labels, subjects, k, seed)
+    ours = dict(zip(subjects, folds.tolist()))
+    size_dev, rate_dev = _fold_imbalance(labels, subjects, ours, k)
+    biggest = max(subjects.count(s) for s in set(subjects))
+    assert size_dev <= biggest  # no fold is off 1/k by more than one subject's images
+    # Better balanced than assigning the subjects to folds in random order, on average.
+    rng = np.random.default_rng(100 + seed)
+    names = sorted(set(subjects))
+    random_scores = []
+    for _ in range(200):
+        order = rng.permutation(len(names))
+        assignment = {names[j]: int(f) for f, part in enumerate(np.array_split(order, k)) for j in part}
+        random_scores.append(
+            sum(_fold_imbalance(labels, subjects, assignment, k)[i] / d for i, d in ((0, len(labels)), (1, 1)))
+        )
+    assert size_dev / len(labels) + rate_dev < np.median(random_scores)
+
+
+def test_folds_are_the_same_for_the_same_seed_and_change_with_it():
+    labels, subjects = _layout(3)
+    a, b = subject_folds(labels, subjects, 3, 7), subject_folds(labels, subjects, 3, 7)
+    assert np.array_equal(a, b)
+    others = [subject_folds(labels, subjects, 3, s) for s in range(8, 14)]
+    assert any(not np.array_equal(a, o) for o in others)
+
+
+def test_k_equal_to_the_number_of_subjects_is_leave_one_subject_out():
+    labels, subjects = _layout(4)
+    names = sorted(set(subjects))
+    folds = subject_folds(labels, subjects, len(names), 0)
+    for f in range(len(names)):
+        _, val = fold_split(folds, f)
+        assert len({subjects[i] for i in val}) == 1
+
+
+@pytest.mark.parametrize("k", [1, 0, 99])
+def test_a_fold_count_below_two_or_above_the_subjects_is_refused_naming_cv_folds(k):
+    labels, subjects = _layout(0)
+    with pytest.raises(ParamsError) as err:
+        subject_folds(labels, subjects, k, 0)
+    assert err.value.field == "cv_folds" and "subjects" in err.value.message

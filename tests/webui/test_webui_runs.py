@@ -94,6 +94,7 @@ def test_the_same_submit_posted_twice_queues_one_job(user_client, experiment, re
         ("pretrained", "/etc/passwd", "expected one of imagenet, none"),
         ("device", "tpu", "expected auto, cpu, cuda or cuda:N"),
         ("warmup_epochs", "5", "must not exceed epochs"),
+        ("cv_folds", "5", "number of subjects (3"),  # the demo dataset has 3 subjects
         ("experiment_name", "", "at least 1 character"),
         ("registered_model_name", "team/model", "letters, digits"),
         ("priority", "urgent", "expected one of high, normal, low"),

@@ -208,6 +208,10 @@ def queue_train(
         run_id = client.submit_sweep(sweep, priority=priority, submitted_by=user)
     else:
         params = train_params(preset, **base)
+        if params.cv_folds is not None:
+            from mlcore.split import check_folds
+
+            check_folds(params)  # before a run exists
         _as_user(client, user, priority, 1)
         run_id = client.submit_train(params, priority=priority, submitted_by=user)
     link = mlflow_ui.run_url(client.settings.tracking_uri, client.experiment_of(run_id), run_id)
