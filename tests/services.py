@@ -225,13 +225,25 @@ class SupervisedStack:
         )
         if done.returncode != 0:
             raise RuntimeError(f"dataslayer up --detach failed:\n{done.stderr[-3000:]}")
-        from worker.settings import REDIS_PASSWORD_FILE, read_secret, with_password
+        self.read_secrets()
+        return self
 
-        config = self.state()["config"]  # stack.json never holds the password: the test reads it as a client does
+    def read_secrets(self) -> None:
+        """The stack's addresses and the secrets a client uses, read as a client does (stack.json holds none)."""
+        from worker.settings import (
+            MLFLOW_WORKER_PASSWORD_FILE,
+            MLFLOW_WORKER_USER,
+            REDIS_PASSWORD_FILE,
+            read_secret,
+            with_password,
+        )
+
+        config = self.state()["config"]
         self.redis_password = read_secret(self.state_dir / REDIS_PASSWORD_FILE)
         self.redis_url = with_password(config["redis_url"], self.redis_password)
         self.tracking_uri = config["tracking_uri"]
-        return self
+        self.tracking_username = MLFLOW_WORKER_USER
+        self.tracking_password = read_secret(self.state_dir / MLFLOW_WORKER_PASSWORD_FILE)
 
     def state(self) -> dict:
         """What the supervisor last wrote (stack.json)."""

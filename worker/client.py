@@ -26,7 +26,7 @@ from worker.broker import Broker, enqueue
 from worker.errors import QueueUnavailable, TrackingUnavailable, queue_calls, tracking_calls
 from worker.job import Job
 from worker.jobs import check_locations
-from worker.settings import Settings, get_settings
+from worker.settings import Settings, get_settings, use_tracking_credentials
 from worker.state import PREFIX, JobState, connect
 from worker.sweep import SweepParams, sweep_params
 
@@ -38,6 +38,7 @@ class JobClient:
 
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or get_settings()
+        use_tracking_credentials(self.settings)  # MLflow's client reads its log-in from the environment only
         self.mlflow = MlflowClient(tracking_uri=self.settings.tracking_uri)
         self.registry = Registry(self.settings.tracking_uri)
         self.redis = connect(self.settings.redis_url)

@@ -20,6 +20,10 @@ from mlcore.names import DEFAULT_STATE_DIR, QUEUE_NAME_RE
 
 # The local stack's secrets, generated once by `dataslayer up` and kept (mode 600) in the state directory.
 REDIS_PASSWORD_FILE = "redis_password"
+MLFLOW_ADMIN_PASSWORD_FILE = "mlflow_admin_password"  # the MLflow UI's admin (people log in with it)
+MLFLOW_WORKER_PASSWORD_FILE = "mlflow_worker_password"  # the stack's own MLflow user: workers, web UI, CLI
+MLFLOW_ADMIN_USER = "admin"
+MLFLOW_WORKER_USER = "worker"
 
 
 def _int(name: str, default: int) -> int:
@@ -67,6 +71,8 @@ class Settings:
     queue: str
     job_memory_mb: int | None = None  # host memory a CPU job may add to its process (None: no cap)
     redis_auth: bool = True  # the local stack's Redis asks for a password (DATASLAYER_REDIS_AUTH)
+    tracking_username: str | None = None  # the MLflow log-in (MLFLOW_TRACKING_USERNAME), None: anonymous
+    tracking_password: str | None = field(default=None, repr=False)
 
     @property
     def visibility_timeout(self) -> int:
@@ -85,7 +91,8 @@ def get_settings() -> Settings:
 
     The Redis password: REDIS_PASSWORD goes into a REDIS_URL that has none; where REDIS_URL is unset
     the address is the local stack's and so is the password, the one `dataslayer up` keeps in the
-    state directory.
+    state directory. The MLflow log-in likewise: MLFLOW_TRACKING_USERNAME/_PASSWORD, else, where
+    MLFLOW_TRACKING_URI is unset, the local stack's worker user and its kept password.
     """
     env = os.environ.get
     state_dir = _path("DATASLAYER_STATE_DIR", Path(DEFAULT_STATE_DIR).resolve())
@@ -94,6 +101,11 @@ def get_settings() -> Settings:
     redis_password = env("REDIS_PASSWORD") or (
         None if env("REDIS_URL") else read_secret(state_dir / REDIS_PASSWORD_FILE)
     )
+    tracking_username, tracking_password = env("MLFLOW_TRACKING_USERNAME"), env("MLFLOW_TRACKING_PASSWORD")
+    if not tracking_username and not env("MLFLOW_TRACKING_URI"):
+        kept = read_secret(state_dir / MLFLOW_WORKER_PASSWORD_FILE)
+        if kept:
+            tracking_username, tracking_password = MLFLOW_WORKER_USER, kept
     return Settings(
         redis_url=with_password(env("REDIS_URL") or f"redis://{host}:{redis_port}/0", redis_password),
         tracking_uri=env("MLFLOW_TRACKING_URI") or f"http://{host}:{mlflow_port}",
@@ -113,7 +125,21 @@ def get_settings() -> Settings:
         queue=_queue(),
         job_memory_mb=int(env("DATASLAYER_JOB_MEMORY_MB")) if env("DATASLAYER_JOB_MEMORY_MB") else None,
         redis_auth=_on("DATASLAYER_REDIS_AUTH"),
+        tracking_username=tracking_username,
+        tracking_password=tracking_password,
     )
+
+
+def tracking_env(username: str | None, password: str | None) -> dict[str, str]:
+    """The variables MLflow's client reads its log-in from (empty without one): the one place they are named."""
+    if not (username and password):
+        return {}
+    return {"MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": password}
+
+
+def use_tracking_credentials(settings: Settings) -> None:
+    """Put the settings' MLflow log-in where MLflow's client reads it (this process's environment)."""
+    os.environ.update(tracking_env(settings.tracking_username, settings.tracking_password))
 
 
 def worker_identity() -> str:

@@ -40,7 +40,14 @@ def run_soak(jobs: int, workers: int, kill_every: float, seed: int, root: Path, 
     """Run the soak and return its figures."""
     from mlcore.demo_data import generate_demo_dataset
     from worker.client import JobClient
-    from worker.settings import REDIS_PASSWORD_FILE, get_settings, read_secret, with_password
+    from worker.settings import (
+        MLFLOW_WORKER_PASSWORD_FILE,
+        MLFLOW_WORKER_USER,
+        REDIS_PASSWORD_FILE,
+        get_settings,
+        read_secret,
+        with_password,
+    )
     from worker.supervisor import read_state
 
     bin_dir = Path(sys.executable).parent
@@ -70,6 +77,8 @@ def run_soak(jobs: int, workers: int, kill_every: float, seed: int, root: Path, 
         get_settings(),
         redis_url=with_password(config["redis_url"], read_secret(state_dir / REDIS_PASSWORD_FILE)),
         tracking_uri=config["tracking_uri"],
+        tracking_username=MLFLOW_WORKER_USER,  # the stack's MLflow server asks for a log-in
+        tracking_password=read_secret(state_dir / MLFLOW_WORKER_PASSWORD_FILE),
         state_dir=state_dir,
         data_root=data,
     )

@@ -21,12 +21,16 @@ from pathlib import Path
 from typing import Callable
 
 from worker.settings import (
+    MLFLOW_ADMIN_PASSWORD_FILE,
+    MLFLOW_WORKER_PASSWORD_FILE,
+    MLFLOW_WORKER_USER,
     REDIS_PASSWORD_FILE,
     Settings,
     get_settings,
     is_loopback,
     kept_secret,
     private_dir,
+    tracking_env,
     with_password,
     write_private,
 )
@@ -91,6 +95,9 @@ class StackConfig:
     workers: int | None = None  # None: one per visible GPU, or one CPU worker
     redis_password: str | None = field(default=None, repr=False)  # None: Redis without a password
     redis_auth: bool = False  # generate and keep a password when none is given (`dataslayer up`: on)
+    mlflow_auth: bool = False  # MLflow's basic-auth app with an admin and a worker user (`dataslayer up`: always on)
+    mlflow_admin_password: str | None = field(default=None, repr=False)  # generated and kept by Stack.prepare
+    mlflow_worker_password: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> StackConfig:
@@ -106,6 +113,7 @@ class StackConfig:
             workers=s.workers,
             redis_password=os.environ.get("REDIS_PASSWORD") or None,
             redis_auth=s.redis_auth,
+            mlflow_auth=True,
         )
 
     @property
@@ -117,6 +125,11 @@ class StackConfig:
     def redis_conf(self) -> Path:
         """Redis's config file holding `requirepass` (mode 600): the password stays off the command line."""
         return self.state_dir / "redis.conf"
+
+    @property
+    def mlflow_auth_config(self) -> Path:
+        """The basic-auth app's ini (mode 600, MLFLOW_AUTH_CONFIG_PATH): auth database, admin name and password."""
+        return self.state_dir / "mlflow_auth.ini"
 
     @property
     def redis_url(self) -> str:
@@ -142,6 +155,7 @@ class Service:
     cmd: list[str]
     env: dict[str, str] = field(default_factory=dict)
     health: Callable[[], bool] | None = None
+    ready: Callable[[], None] | None = None  # run once it is healthy, before the next service starts
 
 
 def _bin(name: str) -> str:
@@ -185,10 +199,11 @@ def _worker_ok(url: str, name: str) -> Callable[[], bool]:
 
 
 def client_env(cfg: StackConfig) -> dict[str, str]:
-    """The environment every client of the stack needs (workers, web UI, CLI)."""
+    """The environment every client of the stack needs (workers, web UI, CLI); its MLflow log-in is the worker's."""
     return {
         "REDIS_URL": cfg.redis_url,
         "MLFLOW_TRACKING_URI": cfg.tracking_uri,
+        **(tracking_env(MLFLOW_WORKER_USER, cfg.mlflow_worker_password) if cfg.mlflow_auth else {}),
         "DATASLAYER_STATE_DIR": str(cfg.state_dir),
         "DATASLAYER_DATA_ROOT": str(cfg.data_root),
         "DATASLAYER_CACHE_DIR": str(cfg.state_dir / "cache"),
@@ -207,6 +222,7 @@ def service_commands(
     cfg: StackConfig,
     *,
     webui_env: dict[str, str] | None = None,
+    mlflow_env: dict[str, str] | None = None,
     gpus: int | None = None,
     host: str | None = None,
     include_webui: bool | None = None,
@@ -215,6 +231,8 @@ def service_commands(
 
     `gpus`, `host` and `include_webui` default to this machine (its GPUs, its name, whether `webui.wsgi`
     is installed); tests/infra sets them to describe another machine, e.g. a compose host with 4 GPUs.
+    With `cfg.mlflow_auth` the MLflow server runs the basic-auth app (`mlflow_env`: its config path and
+    Flask secret, see `Stack.mlflow_env`) and, once up, gets its worker user (worker/mlflow_login.py).
     """
     s = cfg.state_dir
     redis_cmd = [
@@ -255,9 +273,11 @@ def service_commands(
                 "1",
                 "--allowed-hosts",
                 f"{cfg.host}:{cfg.mlflow_port},localhost:{cfg.mlflow_port}",
+                *(["--app-name", "basic-auth"] if cfg.mlflow_auth else []),
             ],
-            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            health=_http_ok(cfg.tracking_uri + "/health"),
+            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(mlflow_env or {})},
+            health=_http_ok(cfg.tracking_uri + "/health"),  # unprotected: answers without a log-in
+            ready=(lambda: _ensure_worker_user(cfg)) if cfg.mlflow_auth else None,
         ),
     ]
     for name, gpu in worker_names(cfg, gpus=gpus, host=host):
@@ -295,14 +315,31 @@ class StackError(ConnectionError):
     """A service of the stack did not come up; the message names its log."""
 
 
+def _ensure_worker_user(cfg: StackConfig) -> None:
+    """The MLflow server is up: make sure its worker user exists, with the kept password and its grants."""
+    from worker.mlflow_login import ensure_worker_user
+
+    try:
+        ensure_worker_user(
+            cfg.tracking_uri,
+            cfg.mlflow_admin_password,
+            cfg.mlflow_worker_password,
+            admin_file=cfg.state_dir / MLFLOW_ADMIN_PASSWORD_FILE,
+        )
+    except ConnectionError as exc:
+        raise StackError(str(exc)) from exc
+
+
 def refuse_open_host(cfg: StackConfig) -> None:
     """StackError unless the stack stays on loopback or is locked (Redis password and MLflow log-in)."""
     if is_loopback(cfg.host):
         return
     if not (cfg.redis_auth or cfg.redis_password):
         missing = "DATASLAYER_REDIS_AUTH=0 turns the Redis password off"
+    elif not cfg.mlflow_auth:
+        missing = "the MLflow server would run without a log-in"
     else:
-        missing = "the local stack's MLflow server has no log-in yet"
+        return  # both locked: Redis asks for its password, MLflow for a user
     raise StackError(
         f"DATASLAYER_HOST={cfg.host} is not a loopback address, and {missing}: anyone on the network could "
         "push tasks into Redis or write to the registry. Unset DATASLAYER_HOST (127.0.0.1), or deploy with "
@@ -328,6 +365,18 @@ class Stack:
         if cfg.redis_password:
             quoted = cfg.redis_password.replace("\\", "\\\\").replace('"', '\\"')
             write_private(cfg.redis_conf, f'# written by `dataslayer up` (worker/stack.py)\nrequirepass "{quoted}"\n')
+        if cfg.mlflow_auth:
+            from worker.mlflow_login import auth_config
+
+            cfg.mlflow_admin_password = kept_secret(
+                cfg.state_dir / MLFLOW_ADMIN_PASSWORD_FILE, lambda: secrets.token_urlsafe(24)
+            )
+            cfg.mlflow_worker_password = kept_secret(
+                cfg.state_dir / MLFLOW_WORKER_PASSWORD_FILE, lambda: secrets.token_urlsafe(24)
+            )
+            write_private(
+                cfg.mlflow_auth_config, auth_config(cfg.state_dir / "mlflow" / "auth.db", cfg.mlflow_admin_password)
+            )
         cfg.redis_port = next_free_port(cfg.host, cfg.redis_port)
         cfg.mlflow_port = next_free_port(cfg.host, cfg.mlflow_port)
         cfg.webui_port = next_free_port(cfg.host, cfg.webui_port)
@@ -354,6 +403,17 @@ class Stack:
             ),
         }
 
+    def mlflow_env(self) -> dict[str, str]:
+        """The MLflow server's: its basic-auth config file and the Flask secret its CSRF protection needs."""
+        if not self.cfg.mlflow_auth:
+            return {}
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(self.cfg.mlflow_auth_config),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self._kept(
+                "MLFLOW_FLASK_SERVER_SECRET_KEY", "mlflow_flask_secret_key", lambda: secrets.token_hex(32)
+            ),
+        }
+
     def services(self) -> list[Service]:
         """The services of this stack, in start order."""
-        return service_commands(self.cfg, webui_env=self.webui_env())
+        return service_commands(self.cfg, webui_env=self.webui_env(), mlflow_env=self.mlflow_env())

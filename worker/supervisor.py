@@ -82,6 +82,8 @@ class Supervisor:
                 if self.procs[svc.name].poll() is not None or time.monotonic() > deadline:
                     raise StackError(f"{svc.name} did not start; see {self._log_path(svc.name)}")
                 time.sleep(0.3)
+            if svc.ready is not None:
+                svc.ready()  # e.g. the MLflow server's worker user, which the workers after it log in as
             self._set(svc.name, "running")
             self.out(f"  {svc.name:<8} up (pid {self.procs[svc.name].pid})")
         self.ready = True
@@ -159,6 +161,7 @@ class Supervisor:
             "config": {
                 "redis_url": cfg.redis_address,  # never the password: clients read it from the state directory
                 "redis_auth": bool(cfg.redis_password),
+                "mlflow_auth": cfg.mlflow_auth,
                 "tracking_uri": cfg.tracking_uri,
                 "webui_url": cfg.webui_url,
             },

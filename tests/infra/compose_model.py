@@ -294,17 +294,17 @@ LOCATION_FLAGS = {
     "--artifacts-destination": "the S3 bucket instead of a local folder",
     "--allowed-hosts": "the Host headers clients send: compose service name and published port",
 }
-# Flags whose value is a secret: it must come from the environment, never a literal in the file.
+# Flags whose value is a secret: never on a command line (`ps` shows it to every user of the host).
 SECRET_FLAGS = {"--requirepass": "REDIS_PASSWORD"}
-# Secret flags the local stack writes into a mode-600 config file (its path: the first argument) so that
-# `ps` never shows them; the compose service passes the same flag from the environment.
-CONFIG_FILE_SECRETS = {"redis": ("redis.conf", "--requirepass")}
+# Secrets in a mode-600 config file named by the first argument, on both sides: the local stack writes
+# <state>/redis.conf, the compose service's entrypoint (infra/redis-entrypoint.sh) writes it from this
+# environment variable, which the compose service must take from .env.
+CONFIG_FILE_SECRETS = {"redis": ("redis.conf", "REDIS_PASSWORD")}
 # Flags whose value names a Celery node `<role>@<host>`: the role must match, the host may differ.
 NODE_NAME_FLAGS = {"--name"}
-# Flags only the deployment has, per service.
-DEPLOYMENT_ONLY_FLAGS = {
-    "mlflow": {"--app-name": "MLflow's basic-auth log-in (infra/compose.auth.yml), off in the local stack"},
-}
+# Flags only the deployment has, per service (MLflow's `--app-name basic-auth` is on both sides: the local
+# stack always runs it, the deployment with infra/compose.auth.yml; tests/infra compares each pair).
+DEPLOYMENT_ONLY_FLAGS: dict[str, dict[str, str]] = {}
 # Environment variables whose value is a location (as above) or a secret.
 LOCATION_ENV = {
     "REDIS_URL": "the redis service (password from REDIS_PASSWORD) instead of loopback",
@@ -312,10 +312,14 @@ LOCATION_ENV = {
     "DATASLAYER_STATE_DIR": "the state volume",
     "DATASLAYER_DATA_ROOT": "the datasets, mounted read-only",
     "DATASLAYER_CACHE_DIR": "the cache volume",
+    "MLFLOW_AUTH_CONFIG_PATH": "the basic-auth ini: the image's instead of the state folder's",
 }
 SECRET_ENV = {
     "SECRET_KEY": "SECRET_KEY",
     "DATASLAYER_ADMIN_PASSWORD": "DATASLAYER_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": "MLFLOW_SECRET_KEY",
+    "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",  # the local stack's worker user; .env's for a team
+    "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
 }
 # Settings the local stack's processes inherit from the shell (Stack.start passes os.environ on);
 # containers get them explicitly, passed through from .env under the same name, with the code's
@@ -347,14 +351,15 @@ _S3 = {
     "AWS_DEFAULT_REGION": "MinIO's region for the S3 client",
 }
 DEPLOYMENT_ONLY_ENV = {
-    "redis": {"REDISCLI_AUTH": "the password for the health check's redis-cli"},
+    "redis": {
+        "REDISCLI_AUTH": "the password for the health check's redis-cli",
+        "REDIS_PASSWORD": "rendered into the config file by infra/redis-entrypoint.sh",
+    },
     "mlflow": {
         "PGPASSWORD": "the PostgreSQL password, kept out of the store URI and so out of `ps`",
         **_S3,
-        "MLFLOW_AUTH_CONFIG_PATH": "basic-auth settings (infra/compose.auth.yml)",
-        "MLFLOW_AUTH_ADMIN_USERNAME": "basic-auth's first admin",
-        "MLFLOW_AUTH_ADMIN_PASSWORD": "basic-auth's first admin",
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": "basic-auth's CSRF key",
+        "MLFLOW_AUTH_ADMIN_USERNAME": "basic-auth's first admin (the local stack writes it into its ini)",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "basic-auth's first admin (the local stack writes it into its ini)",
     },
 }
 # Compose services with no local-stack counterpart, and why they exist.
@@ -384,10 +389,18 @@ def compare_with_local_stack(name: str, compose_svc: dict, raw_svc: dict | None,
     problems: list[str] = []
     ours, theirs = parse_command(compose_svc["command"]), parse_command(local.cmd)
     if name in CONFIG_FILE_SECRETS:
-        conf, flag = CONFIG_FILE_SECRETS[name]
-        if theirs.positionals and Path(theirs.positionals[0]).name == conf and flag not in theirs.flags:
-            theirs.positionals.pop(0)
-            theirs.flags[flag] = f"(in {conf})"
+        conf, var = CONFIG_FILE_SECRETS[name]
+        for side, who in ((ours, "compose"), (theirs, "local")):
+            if side.positionals and Path(side.positionals[0]).name == conf:
+                side.positionals.pop(0)
+            else:
+                problems.append(f"{name}: the {who} command does not start from its {conf} (the password's file)")
+        raw_env = environment(raw_svc or {})
+        if raw_svc is not None and not _is_reference(raw_env.get(var, ""), var):
+            problems.append(f"{name}: {var} (written into {conf}) must come from ${{{var}}}, not a literal")
+    for flag in SECRET_FLAGS:
+        if flag in ours.flags:
+            problems.append(f"{name}: {flag} puts a secret on the command line; write it into a config file")
     raw_cmd = (raw_svc or {}).get("command")
     if ours.program != theirs.program:
         problems.append(f"{name}: runs {ours.program!r}, the local stack {theirs.program!r}")

@@ -3,8 +3,9 @@
 There is no Docker engine on the test machines, so the containers are emulated with what each one
 would see: a service name resolves to 127.0.0.1 and each exposed container port to a free local
 port; a volume is a folder under `root`; a file the Dockerfile COPYs is the repository's file; the
-image's ENTRYPOINT wraps the command and its ENV is set. Nothing else of a service's command,
-environment or health check changes, so the test runs the compose file's own lines.
+image's ENTRYPOINT (or the service's `entrypoint`) wraps the command and its ENV is set. Nothing
+else of a service's command, environment or health check changes, so the test runs the compose
+file's own lines.
 """
 
 from __future__ import annotations
@@ -123,6 +124,9 @@ class NativeCompose:
             else:
                 out.append(self.rewrite(service, word))
         out[0] = self.program(out[0])
+        if svc.get("entrypoint"):  # the service's own (e.g. Redis' config writer), mounted from the repository
+            first, *rest = svc["entrypoint"]
+            return [self.program(first), *(self.rewrite(service, w) for w in rest)] + out
         files, _, entrypoint, _ = self._image(service)
         wrapper = [str(files.get(w, w)) for w in entrypoint]
         if wrapper:

@@ -83,18 +83,27 @@ def env(compose_env) -> dict[str, str]:
     return {**compose_env, **GPU_HOST_ENV}
 
 
-def local_services(tmp_path, gpus: int) -> dict:
-    """The local stack's services on a machine with `gpus` GPUs, web UI included, by name."""
+def local_services(tmp_path, gpus: int, *, mlflow_auth: bool = False) -> dict:
+    """The local stack's services on a machine with `gpus` GPUs, web UI included, by name.
+
+    `mlflow_auth`: with the MLflow log-in `dataslayer up` always turns on (infra/compose.auth.yml's
+    counterpart); without it, the stack the main compose file matches (the log-in is that overlay's).
+    """
     from worker.stack import Stack, StackConfig, service_commands
 
     cfg = StackConfig(
-        state_dir=tmp_path / f"state-{gpus}", redis_password="from-the-environment", data_root=tmp_path / "data"
+        state_dir=tmp_path / f"state-{gpus}-{mlflow_auth}",
+        redis_password="from-the-environment",
+        data_root=tmp_path / "data",
+        mlflow_auth=mlflow_auth,
+        mlflow_worker_password="kept-in-the-state-folder" if mlflow_auth else None,
     )
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    webui_env = Stack(cfg).webui_env()
-    return {
-        s.name: s for s in service_commands(cfg, webui_env=webui_env, gpus=gpus, host="localhost", include_webui=True)
-    }
+    stack = Stack(cfg)
+    services = service_commands(
+        cfg, webui_env=stack.webui_env(), mlflow_env=stack.mlflow_env(), gpus=gpus, host="localhost", include_webui=True
+    )
+    return {s.name: s for s in services}
 
 
 # -- the schema ----------------------------------------------------------------------------------
@@ -263,7 +272,7 @@ def test_a_four_gpu_host_runs_the_local_stacks_four_workers(env, overrides, tmp_
 
 def test_the_basic_auth_override_only_adds_the_auth_flag_and_settings(env, tmp_path):
     project, raw = load_project([COMPOSE_FILE, AUTH], env), read_yaml(AUTH)["services"]
-    assert _check(project, raw, local_services(tmp_path, 1), ["mlflow"]) == []
+    assert _check(project, raw, local_services(tmp_path, 1, mlflow_auth=True), ["mlflow"]) == []
     cmd = project["services"]["mlflow"]["command"]
     assert cmd[cmd.index("--app-name") + 1] == "basic-auth"
     main = load_project([COMPOSE_FILE], env)["services"]["mlflow"]["command"]
@@ -309,7 +318,9 @@ def test_another_gpu_host_runs_the_same_workers(env, overrides, tmp_path):
         ),
         (lambda s: s["worker-gpu0"]["command"].__setitem__(3, "gpu1@${DATASLAYER_WORKER_HOST:-host1}"), "--name"),
         (lambda s: s["webui"]["environment"].__setitem__("SECRET_KEY", "hard-coded"), "SECRET_KEY"),
-        (lambda s: s["redis"]["command"].__setitem__(-1, "hard-coded"), "--requirepass"),
+        (lambda s: s["redis"]["command"].extend(["--requirepass", "${REDIS_PASSWORD}"]), "--requirepass"),
+        (lambda s: s["redis"]["environment"].__setitem__("REDIS_PASSWORD", "hard-coded"), "REDIS_PASSWORD"),
+        (lambda s: s["redis"]["command"].remove("/tmp/dataslayer/redis.conf"), "redis.conf"),
         (lambda s: s["webui"]["environment"].__setitem__("FLASK_DEBUG", "1"), "FLASK_DEBUG"),
     ],
     ids=[
@@ -319,7 +330,9 @@ def test_another_gpu_host_runs_the_same_workers(env, overrides, tmp_path):
         "env-value",
         "node-name",
         "literal-secret-env",
-        "literal-secret-flag",
+        "secret-on-the-command-line",
+        "literal-secret-in-the-config-file",
+        "no-config-file",
         "extra-env",
     ],
 )

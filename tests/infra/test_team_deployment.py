@@ -171,6 +171,20 @@ def test_train_register_promote_predict_through_postgres_and_s3_with_two_workers
     assert sum(k.endswith("/MLmodel") for k in keys) >= 2  # the registered models themselves live in S3
 
 
+def test_redis_reads_its_password_from_a_600_file_never_from_its_command_line(team, compose_env):
+    """infra/redis-entrypoint.sh wrote requirepass into the config file and exec'd Redis, which asks for it."""
+    import stat
+
+    native, password = team["native"], compose_env["REDIS_PASSWORD"]
+    proc = native.procs["redis"]
+    assert password not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace")
+    assert Path(f"/proc/{proc.pid}/exe").resolve().name == "redis-server"  # the entrypoint exec'd Redis
+    conf = Path(native.path("redis", "/tmp/dataslayer/redis.conf"))
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600 and f'requirepass "{password}"' in conf.read_text()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=native.port("redis", 6379), socket_timeout=5).lpush("dataslayer", "{}")
+
+
 def test_a_stopped_worker_exits_cleanly_on_sigterm_through_the_entrypoint(team):
     """`docker stop`: SIGTERM reaches the Celery worker (the entrypoint exec'd it), which shuts down in time."""
     native, worker = team["native"], WORKERS[1]

@@ -66,6 +66,8 @@ def client(stack):
         get_settings(),
         redis_url=stack.redis_url,
         tracking_uri=stack.tracking_uri,
+        tracking_username=stack.tracking_username,  # the stack's worker user: its MLflow server asks for a log-in
+        tracking_password=stack.tracking_password,
         state_dir=stack.state_dir,
         data_root=Path(stack.env["DATASLAYER_DATA_ROOT"]),
         lease_ttl=4,

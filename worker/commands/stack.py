@@ -18,17 +18,31 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 def _ready_block(cfg, login: dict) -> str:
     """What a newcomer needs once the stack is up: where everything is, how to log in, a first command."""
-    from worker.settings import REDIS_PASSWORD_FILE
+    from worker.settings import (
+        MLFLOW_ADMIN_PASSWORD_FILE,
+        MLFLOW_ADMIN_USER,
+        MLFLOW_WORKER_PASSWORD_FILE,
+        MLFLOW_WORKER_USER,
+        REDIS_PASSWORD_FILE,
+    )
 
     venv_bin = Path(sys.executable).parent
     env = f"export REDIS_URL={cfg.redis_address} MLFLOW_TRACKING_URI={cfg.tracking_uri}"
     if cfg.redis_password:  # named, never printed
         env += f' REDIS_PASSWORD="$(cat {cfg.state_dir / REDIS_PASSWORD_FILE})"'
+    mlflow_login = "no log-in"
+    if cfg.mlflow_auth:  # the files are named, the passwords never printed
+        env += (
+            f" MLFLOW_TRACKING_USERNAME={MLFLOW_WORKER_USER}"
+            f' MLFLOW_TRACKING_PASSWORD="$(cat {cfg.state_dir / MLFLOW_WORKER_PASSWORD_FILE})"'
+        )
+        mlflow_login = f"log in as {MLFLOW_ADMIN_USER}, password in {cfg.state_dir / MLFLOW_ADMIN_PASSWORD_FILE}"
     redis = cfg.redis_address + (" (password in the state directory)" if cfg.redis_password else " (no password)")
     return (
         f"\n  web UI     {cfg.webui_url}   "
         f"(log in as {login['DATASLAYER_ADMIN_USER']} / {login['DATASLAYER_ADMIN_PASSWORD']})\n"
         f"  MLflow UI  {cfg.webui_url}/mlflow   (the runs table; the server itself: {cfg.tracking_uri})\n"
+        f"             {mlflow_login}\n"
         f"  Redis      {redis}\n"
         f"  datasets   {cfg.data_root}\n  logs       {cfg.state_dir / 'logs'}\n\n"
         f"  from another terminal in this folder (the settings come from the same environment):\n"
@@ -106,6 +120,7 @@ def _detach(cfg) -> None:
         from worker.settings import REDIS_PASSWORD_FILE, read_secret
 
         cfg.redis_password = read_secret(cfg.state_dir / REDIS_PASSWORD_FILE)
+    cfg.mlflow_auth = bool(doc["config"].get("mlflow_auth"))
     click.echo(_ready_block(cfg, Stack(cfg).webui_env()), err=True)
     emit({"webui": cfg.webui_url, "mlflow": cfg.tracking_uri, "state_dir": str(cfg.state_dir), "supervisor": proc.pid})
 
