@@ -56,6 +56,8 @@ class Tag:
     ENQUEUED = PREFIX + "enqueued"
     # how it ended
     FAILURE = PREFIX + "failure"
+    CANCELLED_BY = PREFIX + "cancelled_by"  # who asked, and when (ISO 8601, UTC): the job page says so
+    CANCELLED_AT = PREFIX + "cancelled_at"
     WARNING = PREFIX + "warning"
     TRACKING_FAILURES = PREFIX + "tracking_failures"
     # what it produced

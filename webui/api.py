@@ -212,7 +212,7 @@ def cancel(run_id: str):
     """Cancel a job (a sweep cancels its children): the caller's own, or anyone's for an admin; 409 once ended."""
     found = jobs().job(checked_run_id(run_id), with_progress=False)
     check_cancel(users.current(), found.submitted_by)
-    result = jobs().cancel(run_id)
+    result = jobs().cancel(run_id, by=users.current().name)
     if not result["cancelled"]:
         return jsonify({**result, "error": f"the job has ended already ({result['status']}): nothing to cancel"}), 409
     return jsonify(result)

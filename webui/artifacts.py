@@ -22,6 +22,9 @@ PLOTS = {
     ),
     "f1_vs_threshold": ("plots/f1_vs_threshold.png", "F1 vs threshold"),
 }
+# The job page draws the learning curve (SVG) and the confusion matrix at the threshold (a table) itself;
+# of the PNGs it shows only the one it has no live view of. All of them stay in MLflow and at the route.
+PAGE_PLOTS = ("f1_vs_threshold",)
 REPORTS = {
     "classification_report": "reports/classification_report_at_threshold.json",
     "classification_report_argmax": "reports/classification_report.json",

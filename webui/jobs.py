@@ -139,7 +139,9 @@ def detail(run_id: str):
             ctx["compare_url"] = progress.mlflow_compare_url(children)
     if job.job_type == "train" and job.done:
         listed = artifacts.listing(job.run_id, "plots")
-        ctx["plots"] = {k: title for k, (path, title) in artifacts.PLOTS.items() if path.rpartition("/")[2] in listed}
+        ctx["plots"] = {
+            k: artifacts.PLOTS[k][1] for k in artifacts.PAGE_PLOTS if artifacts.PLOTS[k][0].rpartition("/")[2] in listed
+        }
         for key in ("classification_report", "confusion_matrix", "skipped_files", "dataset_counts"):
             ctx["reports"][key] = artifacts.report(job.run_id, key)
     if job.job_type == "predict" and job.status == "FINISHED":
@@ -183,7 +185,7 @@ def cancel(run_id: str):
     """Cancel a job (a sweep cancels its children): the caller's own, or anyone's for an admin."""
     found = jobs().job(checked_run_id(run_id), with_progress=False)
     check_cancel(users.current(), found.submitted_by)
-    result = jobs().cancel(run_id)
+    result = jobs().cancel(run_id, by=users.current().name)
     if result["cancelled"]:
         flash(
             f"Cancel requested for {run_id[:8]}: "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -254,18 +255,24 @@ class JobClient:
                 pass
 
     # -- cancelling ----------------------------------------------------------------------------
-    def cancel(self, run_id: str) -> dict[str, Any]:
-        """Cancel a job: a queued one never starts; a running one stops within seconds; a sweep cancels its children."""
+    def cancel(self, run_id: str, *, by: str = "cli") -> dict[str, Any]:
+        """Cancel a job: a queued one never starts; a running one stops within seconds; a sweep cancels its children.
+
+        Who asked and when are recorded on the run first, so the job page can say so once it has stopped.
+        """
         job = self.job(run_id, with_progress=False)
         if job.done:
             return {"run_id": run_id, "status": job.status, "cancelled": False}
         self.check_queue()
+        with self.tracking():
+            self.mlflow.set_tag(run_id, Tag.CANCELLED_BY, by)
+            self.mlflow.set_tag(run_id, Tag.CANCELLED_AT, datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         with self.queue():
             JobState(self.redis, run_id).request_cancel()
         if job.job_type == "sweep":
             for child in self.list_jobs(sweep=run_id):
                 if not child.done:
-                    self.cancel(child.run_id)
+                    self.cancel(child.run_id, by=by)
             enqueue("sweep", run_id, {}, "high", self.settings)  # the scheduler ends the parent
         else:
             with self.queue():

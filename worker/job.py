@@ -70,6 +70,13 @@ class Job:
         return self.tags.get(Tag.FAILURE)
 
     @property
+    def cancelled(self) -> tuple[str, str] | None:
+        """(who, when) for a cancelled job whose cancel was asked for by someone; None otherwise."""
+        if self.status != "KILLED" or Tag.CANCELLED_BY not in self.tags:
+            return None
+        return self.tags[Tag.CANCELLED_BY], self.tags.get(Tag.CANCELLED_AT, "")
+
+    @property
     def warning(self) -> str | None:
         """A note the job left for its user (e.g. a batch too large for the dataset)."""
         return self.tags.get(Tag.WARNING)

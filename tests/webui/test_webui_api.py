@@ -122,6 +122,7 @@ def test_cancel_log_metrics_and_datasets(client, experiment, job_client):
     assert client.get(f"/api/jobs/{run_id}/log", headers=auth()).json == {"lines": []}
     assert client.get(f"/api/jobs/{run_id}/metrics", headers=auth()).json["curves"]["val_f1"] == []
     assert client.post(f"/api/jobs/{run_id}/cancel", headers=auth()).json["status"] == "KILLED"
+    assert job_client.job(run_id).cancelled[0] == "ana"  # the token's user is recorded as who cancelled
     again = client.post(f"/api/jobs/{run_id}/cancel", headers=auth())
     assert again.status_code == 409 and "ended already (KILLED)" in again.json["error"]
     # Statuses as the UI shows them (lower case) filter too; parameters come back with their types.

@@ -87,8 +87,17 @@ def test_logout_needs_post_and_csrf(user_client):
     assert user_client.get("/logout").status_code == 405
     assert user_client.post("/logout").status_code == 400
     assert user_client.get("/jobs").status_code == 200
-    assert user_client.post("/logout", data={"csrf_token": csrf_token(user_client, "/jobs")}).status_code == 302
+    out = user_client.post("/logout", data={"csrf_token": csrf_token(user_client, "/jobs")})
+    assert out.status_code == 302
+    assert "You are logged out." in user_client.get(out.headers["Location"]).get_data(as_text=True)
     assert user_client.get("/jobs").status_code == 302
+
+
+def test_the_log_in_page_says_why_after_a_redirect_and_shows_no_markdown(client):
+    page = client.get(client.get("/models").headers["Location"]).get_data(as_text=True)
+    assert "Please log in to open that page." in page
+    assert "`" not in page and "<code>make up</code>" in page
+    assert "Please log in" not in client.get("/login").get_data(as_text=True)  # not when opened directly
 
 
 def test_a_session_of_an_unknown_user_is_no_session(client):

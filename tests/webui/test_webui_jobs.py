@@ -1,5 +1,7 @@
 """The jobs list and its polling endpoint, a job's page, cancel, plots by name, outages as friendly pages."""
 
+import re
+
 import pytest
 from mlflow import MlflowClient
 from ui_helpers import csrf_token, ui_config
@@ -96,7 +98,13 @@ def test_cancel_ends_a_queued_job(user_client, queued_job, job_client):
     response = user_client.post(f"/jobs/{queued_job}/cancel", data={"csrf_token": csrf_token(user_client, "/jobs")})
     assert response.status_code == 302
     assert job_client.job(queued_job).status == "KILLED"
-    assert "Cancel requested" in user_client.get(response.headers["Location"]).get_data(as_text=True)
+    page = user_client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Cancel requested" in page
+    # Who cancelled and when, in neutral styling; not "Cancelled: cancelled" as an error.
+    job = job_client.job(queued_job)
+    assert job.cancelled[0] == "admin" and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", job.cancelled[1])
+    assert 'data-role="cancelled"' in page and "Cancelled by <b>admin</b> at" in page and ", before it started." in page
+    assert 'class="failure"' not in page and "Cancelled:" not in page
 
 
 def test_cancel_without_csrf_token_is_refused(user_client, queued_job, job_client):

@@ -247,7 +247,17 @@ function setupPreview(form) {
   update();
 }
 
+function setupMenu() {
+  const toggle = document.querySelector('[data-role="menu-toggle"]');
+  if (!toggle) return;
+  toggle.addEventListener("click", () => {
+    const open = toggle.closest(".topbar").classList.toggle("open");
+    toggle.setAttribute("aria-expanded", String(open));
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  setupMenu();
   localizeTimes(document);
   setupForms();
   document.querySelectorAll("table[data-poll]").forEach(pollTable);

@@ -266,7 +266,7 @@ def cancel(run_id):
     """Cancel a job: a queued one never starts, a running one stops within seconds and frees its GPU."""
     from worker.client import JobClient
 
-    emit(JobClient().cancel(run_id))
+    emit(JobClient().cancel(run_id, by=os.environ.get("USER", "cli")))
 
 
 @click.group()
