@@ -209,7 +209,8 @@ class SupervisedStack:
             **{k: str(v) for k, v in ports.items()},
             **env,
         }
-        for name in ("REDIS_URL", "MLFLOW_TRACKING_URI"):  # the stack's own addresses, not the test session's
+        for name in ("REDIS_URL", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            # the stack's own addresses and log-ins (it reads its kept ones), not the test session's
             self.env.pop(name, None)
 
     def start(self) -> SupervisedStack:
