@@ -233,11 +233,15 @@ WRITES = (  # what an attacker would write: an experiment, a registry version (i
 
 def test_mlflow_refuses_writes_without_a_log_in_or_with_a_wrong_password(stack):
     wrong = (("worker", "not-the-password-1234567"), ("admin", "not-the-password-1234567"), ("nobody", "x" * 24))
+    search = "/api/2.0/mlflow/experiments/search?max_results=10"
+    for right in (("worker", stack.tracking_password), ("admin", stack.admin_password)):
+        assert _rest(stack, "GET", search, auth=right)[0] == 200  # cached now (auth_cache_ttl_seconds): ...
     for method, endpoint, body in WRITES:
         assert _rest(stack, method, endpoint, body)[0] == 401, endpoint
         for auth in wrong:
             assert _rest(stack, method, endpoint, body, auth)[0] == 401, (endpoint, auth[0])
-    assert _rest(stack, "GET", "/api/2.0/mlflow/experiments/search?max_results=10")[0] == 401  # reads too
+    assert _rest(stack, "GET", search)[0] == 401  # reads too
+    assert all(_rest(stack, "GET", search, auth=auth)[0] == 401 for auth in wrong)  # ... which caches no wrong one
     status, found = _rest(
         stack,
         "GET",
