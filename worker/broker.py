@@ -25,6 +25,9 @@ import redis
 from worker.settings import Settings, get_settings
 
 UNACKED, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's default key names
+# A task that finds Redis or MLflow down before its job starts retries this many seconds later: its retry is a
+# message a worker holds (delivered, unacknowledged) that long, the longest a live worker holds a queued job's.
+RETRY_S = 15
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,14 @@ class Broker:
             if found is not None and found[1] == run_id:
                 out.append((tag.decode(), json.dumps(payload), float(self.r.zscore(UNACKED_INDEX, tag) or 0.0)))
         return out
+
+    def held(self, run_id: str, *, grace: float) -> bool:
+        """Whether a live worker may hold the run's message: one was delivered less than `grace` + RETRY_S ago.
+
+        An older delivery of a job nobody leases is dead: its worker died, or its ack or retry was lost with Redis.
+        """
+        now = time.time()
+        return any(now - at < grace + RETRY_S for _, _, at in self.delivered(run_id))
 
     def restore(self, run_id: str, *, older_than: float) -> bool:
         """Put a dead delivery of the run (unacknowledged for `older_than` s) back at the front of its priority."""

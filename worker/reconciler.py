@@ -29,7 +29,9 @@ def reconcile_once() -> list[dict]:
     from worker.client import JobClient
 
     client = JobClient()
-    lock = client.redis.lock(f"{PREFIX}:reconcile-lock", timeout=300, blocking=False)
+    # A reconciler killed mid-pass (SIGKILL of its worker's group) never releases the lock: it expires after one
+    # lease, as the dead worker's jobs do, so the next worker's reconciler takes over then rather than minutes later.
+    lock = client.redis.lock(f"{PREFIX}:reconcile-lock", timeout=max(15, client.settings.lease_ttl), blocking=False)
     if not lock.acquire(blocking=False):
         return []
     try:
@@ -94,14 +96,18 @@ def reconcile(client) -> list[dict]:
 
 
 def _lost(job, queued: dict[str, int], broker: Broker, client, grace: float) -> bool:
-    """A queued job with no message anywhere: not in line, not held by a worker, not leased (e.g. Redis lost it)."""
+    """A queued job with no live message: not in line, not held by a worker, not leased (e.g. Redis lost it).
+
+    A delivery nobody acted on for longer than a worker holds one (Broker.held) counts as lost too: Redis killed
+    between a task's retry and its ack keeps the old delivery unacknowledged, for hours of visibility timeout.
+    """
     if job.job_type == "sweep" or Tag.PARAMS_JSON not in job.tags or job.run_id in queued:
         return False
     if job.parent_run_id and job.tags.get(Tag.ENQUEUED) != "1":
         return False  # a sweep child its scheduler has not released yet
     if time.time() - float(job.tags.get(Tag.SUBMITTED_AT, 0)) < grace:
         return False  # its submit may still be sending the message
-    return not JobState(client.redis, job.run_id).lease_owner() and not broker.delivered(job.run_id)
+    return not JobState(client.redis, job.run_id).lease_owner() and not broker.held(job.run_id, grace=grace)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,11 +11,11 @@ import logging
 import redis
 from mlflow.exceptions import MlflowException
 
+from worker.broker import RETRY_S
 from worker.celery_app import app, soft_limit
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
-RETRY_S = 15
 
 
 def _transient(exc: Exception) -> bool:
