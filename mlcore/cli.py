@@ -303,6 +303,7 @@ def demo(out, epochs):
     from mlcore.cache import default_cache_dir
     from mlcore.demo_data import generate_demo_dataset
     from mlcore.hooks import JobHooks
+    from mlcore.mlflow_ui import experiments_url
     from mlcore.predict import run_prediction
     from mlcore.registry import Registry
     from mlcore.tracking import MlflowTracker
@@ -338,7 +339,7 @@ def demo(out, epochs):
         )
         model, info = registry.load(pred.model_uri)
         with MlflowTracker(
-            experiment=params.experiment_name,
+            experiment=pred.experiment_name,
             run_name="demo-submission",
             tags={Tag.JOB_TYPE: "predict", Tag.MODEL_VERSION: info["version"]},
         ) as tracker:
@@ -353,7 +354,7 @@ def demo(out, epochs):
         f"test F1 {test_f1:.3f} against {out / 'test_labels.csv'}\n"
         f"MLflow UI:  {Path(sys.executable).parent / 'mlflow'} ui "
         f"--backend-store-uri {os.environ['MLFLOW_TRACKING_URI']} --port 5001"
-        f"  then open http://127.0.0.1:5001",
+        f"  then open {experiments_url('http://127.0.0.1:5001')}",
         err=True,
     )
     emit(
@@ -376,7 +377,7 @@ def _score_against(answers: Path, submission: Path) -> float:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """`python -m mlcore`: the in-process commands (the console script `dataslayer` is worker.cli:main)."""
     cli(prog_name="dataslayer")
 
 

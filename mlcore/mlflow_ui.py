@@ -25,9 +25,16 @@ def experiments_url(base: str) -> str:
     return _link(base, "experiments")
 
 
-def experiment_url(base: str, experiment_id: str) -> str:
-    """An experiment's runs table."""
-    return _link(base, f"experiments/{experiment_id}")
+def experiment_url(base: str, experiment_id: str, search_filter: str | None = None) -> str:
+    """An experiment's runs table, optionally filtered (MLflow's search syntax, e.g. `tags.x = 'y'`)."""
+    return _link(base, f"experiments/{experiment_id}", **({"searchFilter": search_filter} if search_filter else {}))
+
+
+def predictions_filter(model_name: str, version: str) -> str:
+    """The search filter of a model version's prediction runs (tagged by worker/jobs.py and `dataslayer demo`)."""
+    from mlcore.names import Tag
+
+    return f"tags.`{Tag.MODEL_NAME}` = '{model_name}' and tags.`{Tag.MODEL_VERSION}` = '{version}'"
 
 
 def run_url(base: str, experiment_id: str, run_id: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from mlcore import mlflow_ui
-from mlcore.names import CHAMPION, MODEL_NAME_RE
+from mlcore.names import CHAMPION, MODEL_NAME_RE, PREDICTION_EXPERIMENT
 from webui import users
 from webui.jobqueue import jobs
 from webui.progress import mlflow_run_url, timestamp
@@ -31,6 +31,7 @@ def _number(value) -> float | None:
 def versions(name: str) -> list[dict]:
     """The model's versions, newest first, with numbers parsed and links added ([] when not registered yet)."""
     rows = jobs().model_versions(name)
+    predictions = jobs().experiment_named(PREDICTION_EXPERIMENT) if rows else None
     experiments: dict[str, str] = {}
     for row in rows:
         for key in ("val_f1", "val_f1_weighted", "threshold"):
@@ -39,6 +40,15 @@ def versions(name: str) -> list[dict]:
         row["champion"] = CHAMPION in row["aliases"]
         row["mlflow_version_url"] = mlflow_ui.model_version_url(
             current_app.config["MLFLOW_PUBLIC_URL"], name, row["version"]
+        )
+        row["predictions_url"] = (  # its prediction runs, in their own experiment
+            mlflow_ui.experiment_url(
+                current_app.config["MLFLOW_PUBLIC_URL"],
+                predictions,
+                mlflow_ui.predictions_filter(name, row["version"]),
+            )
+            if predictions
+            else None
         )
         if row["run_id"]:
             if row["run_id"] not in experiments:
@@ -70,7 +80,13 @@ def registered_names() -> list[str]:
 def index():
     """The versions of one registered model with their scores and aliases."""
     name = model_name(request.args.get("name"))
-    return render_template("models/list.html", name=name, versions=versions(name), names=registered_names())
+    return render_template(
+        "models/list.html",
+        name=name,
+        versions=versions(name),
+        names=registered_names(),
+        prediction_experiment=PREDICTION_EXPERIMENT,
+    )
 
 
 def find_version(rows: list[dict], version: str) -> dict:

@@ -29,7 +29,13 @@ def _json(schema: dict | str) -> dict:
 
 
 def _op(
-    summary: str, *, body: dict | str | None = None, ok: int = 200, params: list | None = None, csv: bool = False
+    summary: str,
+    *,
+    body: dict | str | None = None,
+    ok: int = 200,
+    params: list | None = None,
+    csv: bool = False,
+    conflict: str | None = None,
 ) -> dict:
     op: dict[str, Any] = {
         "summary": summary,
@@ -56,6 +62,8 @@ def _op(
         op["requestBody"] = {"required": True, **_json(body)}
     if params:
         op["parameters"] = params
+    if conflict:
+        op["responses"]["409"] = {"description": conflict, **_json("Error")}
     return op
 
 
@@ -213,7 +221,12 @@ def document(server: str) -> dict:
             "get": _op(
                 "Jobs, newest first",
                 params=[
-                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}},
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": [*STATUSES, *(s.lower() for s in STATUSES)]},
+                        "description": "upper or lower case (the web UI shows lower case)",
+                    },
                     {
                         "name": "type",
                         "in": "query",
@@ -232,7 +245,13 @@ def document(server: str) -> dict:
         "/api/jobs/{run_id}": {"get": _op("One job with live progress", params=[RUN_ID])},
         "/api/jobs/{run_id}/log": {"get": _op("The tail of the job's log", params=[RUN_ID])},
         "/api/jobs/{run_id}/metrics": {"get": _op("Per-epoch metric history", params=[RUN_ID])},
-        "/api/jobs/{run_id}/cancel": {"post": _op("Cancel a job (a sweep cancels its children)", params=[RUN_ID])},
+        "/api/jobs/{run_id}/cancel": {
+            "post": _op(
+                "Cancel a job (a sweep cancels its children)",
+                params=[RUN_ID],
+                conflict="the job has ended already: nothing to cancel (`status` says how it ended)",
+            )
+        },
         "/api/runs": {"post": _op("Queue a training job", body="RunRequest", ok=201)},
         "/api/sweeps": {"post": _op("Queue a sweep", body="SweepRequest", ok=201)},
         "/api/sweeps/preview": {"post": _op("Count (and validate) the runs a sweep makes", body="SweepRequest")},

@@ -125,6 +125,10 @@ def test_cancel_log_metrics_and_datasets(client, experiment, job_client):
     assert job_client.job(run_id).cancelled[0] == "ana"  # the token's user is recorded as who cancelled
     again = client.post(f"/api/jobs/{run_id}/cancel", headers=auth())
     assert again.status_code == 409 and "ended already (KILLED)" in again.json["error"]
+    finished = _finished_train_run(experiment)  # a job its worker finished: 409 too, and nothing recorded on it
+    done = client.post(f"/api/jobs/{finished}/cancel", headers=auth())
+    assert done.status_code == 409 and "ended already (FINISHED)" in done.json["error"] and not done.json["cancelled"]
+    assert job_client.job(finished).status == "FINISHED" and job_client.job(finished).cancelled is None
     # Statuses as the UI shows them (lower case) filter too; parameters come back with their types.
     listed = client.get("/api/jobs?status=killed", headers=auth()).json["jobs"]
     assert run_id in {j["run_id"] for j in listed}
@@ -163,9 +167,26 @@ def test_the_openapi_document_describes_every_route(app, client):
         if r.rule.startswith("/api/")
     }
     assert rules - {"/api/openapi.json"} == set(doc["paths"])
+    # what the API accepts and answers, as it does (test_cancel_log_metrics_and_datasets)
+    status = next(p for p in doc["paths"]["/api/jobs"]["get"]["parameters"] if p["name"] == "status")
+    assert {"finished", "FINISHED", "killed"} <= set(status["schema"]["enum"])
+    assert "ended already" in doc["paths"]["/api/jobs/{run_id}/cancel"]["post"]["responses"]["409"]["description"]
 
 
 def test_a_logged_in_browser_may_read_the_api_but_not_write(user_client, experiment):
     assert user_client.get("/api/openapi.json").status_code == 200
     response = user_client.post("/api/runs", json={"dataset": "demo", "params": {"experiment_name": experiment}})
     assert response.status_code == 401 and runs_in(experiment) == []
+
+
+def _finished_train_run(experiment: str) -> str:
+    """A training run as its worker leaves it at the end (FINISHED), submitted by the token's user."""
+    from mlflow import MlflowClient
+
+    from mlcore.names import Tag
+
+    client = MlflowClient()
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    run = client.create_run(experiment_id, tags={Tag.JOB_TYPE: "train", Tag.SUBMITTED_BY: "ana"})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id

@@ -167,3 +167,20 @@ def test_a_job_warning_is_shown_on_its_page(user_client, queued_job):
     MlflowClient().set_tag(queued_job, "dataslayer.warning", "batch_size 256 gives 2 optimizer steps per epoch")
     html = user_client.get(f"/jobs/{queued_job}").get_data(as_text=True)
     assert 'data-role="warning"' in html and "batch_size 256 gives 2 optimizer steps" in html
+
+
+def test_the_job_page_shows_the_queue_wait_apart_from_the_training_time(user_client, queued_job):
+    """MLflow's run time counts from submission; the page counts from when the worker started training."""
+    import time
+
+    from mlcore.names import QUEUE_WAIT_METRIC, Tag
+
+    client = MlflowClient()  # as the worker marks a run when it takes it (worker/jobs.py; tests/worker/test_jobs.py)
+    client.set_tag(queued_job, Tag.STARTED_AT, f"{time.time() - 130:.3f}")
+    client.log_metric(queued_job, QUEUE_WAIT_METRIC, 452.3, step=0)
+    client.update_run(queued_job, "RUNNING")
+    html = user_client.get(f"/jobs/{queued_job}").get_data(as_text=True)
+    assert "waited 7 min 32 s in the queue" in html
+    assert re.search(r'ran <span data-role="elapsed">2 min 1[0-2] s</span>', html), html
+    row = user_client.get(f"/jobs/{queued_job}/live.json").get_json()  # what the page refreshes itself from
+    assert row["job"]["queue_wait"] == "7 min 32 s" and row["job"]["elapsed"].startswith("2 min 1")

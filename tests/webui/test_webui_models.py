@@ -87,7 +87,8 @@ def test_mlflow_links_open_the_model_training_view(user_client, model_name, expe
     register(model_name, experiment, 0.61)
     html = user_client.get("/models").get_data(as_text=True)
     links = [h for h in re.findall(r'href="([^"]+)"', html) if "/#/" in h]
-    assert len(links) == 2, links  # the version and its source run
+    # the version and its source run (and its predictions, once the predictions experiment exists)
+    assert len([h for h in links if "searchFilter" not in h]) == 2, links
     assert all("workflowType=machine_learning" in h for h in links), links
     # The menu's MLflow link goes through /mlflow, which opens the named experiment's runs table.
     assert 'href="/mlflow"' in html
@@ -97,3 +98,26 @@ def test_mlflow_links_open_the_model_training_view(user_client, model_name, expe
     assert opened.headers["Location"].endswith(f"/#/experiments/{exp_id}?workflowType=machine_learning")
     before_any_run = user_client.get("/mlflow?experiment=no-such-experiment").headers["Location"]
     assert before_any_run.endswith("/#/experiments?workflowType=machine_learning")
+
+
+def test_a_version_links_to_its_prediction_runs_in_their_own_experiment(user_client, model_name, experiment):
+    import html as html_lib
+    import re
+    from urllib.parse import parse_qs, urlsplit
+
+    from mlcore.names import PREDICTION_EXPERIMENT, Tag
+
+    version = register(model_name, experiment, 0.61)
+    other = register(model_name, experiment, 0.62)
+    client = MlflowClient()  # prediction runs as the worker tags them (worker/jobs.py)
+    exp = client.get_experiment_by_name(PREDICTION_EXPERIMENT)
+    exp_id = exp.experiment_id if exp else client.create_experiment(PREDICTION_EXPERIMENT)
+    mine = client.create_run(exp_id, tags={Tag.MODEL_NAME: model_name, Tag.MODEL_VERSION: version}).info.run_id
+    client.create_run(exp_id, tags={Tag.MODEL_NAME: model_name, Tag.MODEL_VERSION: other})
+    page = user_client.get("/models").get_data(as_text=True)
+    row = re.search(rf'<tr data-version="{version}".*?</tr>', page, re.S).group(0)
+    link = html_lib.unescape(re.search(r'href="([^"]+)"[^>]*data-role="predictions"', row).group(1))
+    assert f"/#/experiments/{exp_id}?" in link and "workflowType=machine_learning" in link
+    search = parse_qs(urlsplit(urlsplit(link).fragment).query)["searchFilter"][0]
+    # the filter the link opens MLflow with selects exactly this version's predictions on the real server
+    assert [r.info.run_id for r in client.search_runs([exp_id], search)] == [mine]

@@ -134,11 +134,30 @@ def _cli_job(stack) -> str:
         done = stack.command(*_queue_train(stack))
         assert done.returncode == 0 and '"run_id"' in done.stdout, done.stderr[-2000:]
         stack.queued = json.loads(done.stdout.strip().splitlines()[-1])["run_id"]
+        stack.queued_stderr = done.stderr
     return stack.queued
 
 
 def test_the_cli_finds_the_password_through_the_settings(stack):
     assert len(_cli_job(stack)) == 32  # `dataslayer queue train` created the job's run as the worker user and queued it
+
+
+def test_printed_links_open_mlflow_on_the_runs_not_the_genai_view(stack):
+    run_id = _cli_job(stack)
+    link = stack.queued_stderr.split("in the MLflow UI: ")[1].split()[0]
+    assert f"/runs/{run_id}?" in link and "workflowType=machine_learning" in link, stack.queued_stderr
+    assert (
+        f":{stack.env['DATASLAYER_WEBUI_PORT']}/mlflow   (the runs table)" in stack.up_output
+    )  # the ready block's MLflow link: the redirect to the runs table
+    assert (
+        '"Model training" toggle shows the runs' in stack.up_output
+    )  # and how to get there from the server's own address
+
+
+def test_the_ready_block_names_the_venvs_dataslayer(stack):
+    # `dataslayer` is not on PATH after `make up`: the example command names the venv's, or says to activate it
+    assert f"{VENV_BIN / 'dataslayer'} queue train --data" in stack.up_output
+    assert f"source {VENV_BIN / 'activate'}" in stack.up_output
 
 
 def test_a_queue_unavailable_error_names_redis_without_its_password(stack):

@@ -41,7 +41,8 @@ def _ready_block(cfg, login: dict) -> str:
     return (
         f"\n  web UI     {cfg.webui_url}   "
         f"(log in as {login['DATASLAYER_ADMIN_USER']} / {login['DATASLAYER_ADMIN_PASSWORD']})\n"
-        f"  MLflow UI  {cfg.webui_url}/mlflow   (the runs table; the server itself: {cfg.tracking_uri})\n"
+        f"  MLflow UI  {cfg.webui_url}/mlflow   (the runs table)\n"
+        f'             the server itself: {cfg.tracking_uri} (its "Model training" toggle shows the runs)\n'
         f"             {mlflow_login}\n"
         f"  Redis      {redis}\n"
         f"  datasets   {cfg.data_root}\n  logs       {cfg.state_dir / 'logs'}\n\n"
