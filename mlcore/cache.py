@@ -11,11 +11,13 @@ which is the layout the model runs in on CUDA.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -26,6 +28,7 @@ from PIL import Image
 
 from mlcore import images
 from mlcore.disk import disk_full, ensure_free
+from mlcore.engine import gpu_fraction
 from mlcore.images import BadImage, decode_into, decode_resized
 
 CACHE_VERSION = 1  # bump when decoding changes, so stale caches are not reused
@@ -43,11 +46,19 @@ def _budget(env: str, default: float) -> float:
 
 
 def gpu_budget_bytes(device: torch.device) -> float:
-    """Bytes of GPU memory the cache may take: $DATASLAYER_CACHE_GPU_GB or 40% of free memory."""
+    """Bytes of GPU memory the cache may take: $DATASLAYER_CACHE_GPU_GB or 40% of free memory.
+
+    On a GPU shared by job slots (mlcore.engine.gpu_fraction) both are divided: the budget is that
+    share of $DATASLAYER_CACHE_GPU_GB, or 40% of the slot's memory (its share of the total, or the free
+    memory if less), so the slots' caches and training together never ask for more than the GPU has.
+    """
     if device.type != "cuda":
         return 0.0
-    free, _ = torch.cuda.mem_get_info(device)
-    return _budget("DATASLAYER_CACHE_GPU_GB", 0.4 * free)
+    share = gpu_fraction()
+    free, total = torch.cuda.mem_get_info(device)
+    if os.environ.get("DATASLAYER_CACHE_GPU_GB"):
+        return share * _budget("DATASLAYER_CACHE_GPU_GB", 0.0)
+    return 0.4 * min(free, share * total)
 
 
 def host_budget_bytes() -> float:
@@ -206,19 +217,44 @@ def _load_or_decode(
         out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
         return out, _decode(paths, size, out, device, report), "decoded"
     npy, meta = _cache_paths(Path(cache_dir), cache_stem(key, paths, size, device))
+    cached = _read(npy, meta, paths, size, report)
+    if cached is not None:
+        return cached
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    with _one_decoder(npy.parent):  # jobs sharing a GPU (or a disk) wait for the first to decode, then read its cache
+        return _read(npy, meta, paths, size, report) or _write(npy, meta, paths, size, device, report)
+
+
+@contextmanager
+def _one_decoder(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the cache folder across processes (no lock file; the kernel frees it if its holder dies)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _read(npy: Path, meta: Path, paths: list[Path], size: int, report):
+    """The cached array, its bad files and "disk cache", or None when there is no complete cache of this shape."""
     if npy.exists() and meta.exists():
         info = json.loads(meta.read_text())
         arr = np.load(npy, mmap_mode="c")
         if arr.shape == (len(paths), size, size, 3):
-            if progress:
-                progress(len(paths), len(paths))
+            if report:
+                report(len(paths))
             return arr, {int(k): v for k, v in info["bad"].items()}, "disk cache"
+    return None
+
+
+def _write(npy: Path, meta: Path, paths: list[Path], size: int, device: torch.device, report):
+    """Decode into the on-disk cache (under _one_decoder) and return it as _read does, "decoded"."""
     shape = (len(paths), size, size, 3)
     needed = int(np.prod(shape))
     tmp = npy.with_name(f"{npy.stem}.{os.getpid()}.tmp.npy")
     meta_tmp = meta.with_name(meta.name + f".{os.getpid()}.tmp")
     try:
-        npy.parent.mkdir(parents=True, exist_ok=True)
         ensure_free(npy.parent, needed)
         # Decode straight into a file-backed array, then rename: a crash never leaves a half cache.
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)

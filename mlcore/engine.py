@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from torch.nn import functional as F
 
 from mlcore.augment import eval_preprocess
 from mlcore.errors import Cancelled, OutOfMemory
+from mlcore.names import GPU_FRACTION_ENV
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 # Progress events: {"step", "steps", "images"}; a stop check raises Cancelled when it returns True.
@@ -53,9 +55,31 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
+CONTEXT_RESERVE = 0.05  # of a shared GPU's memory, left outside the slots' allocator caps for their CUDA contexts
+
+
+def gpu_fraction() -> float:
+    """The share of its GPU's memory this process may use: $DATASLAYER_GPU_FRACTION (a slot's 1/slots), else 1."""
+    value = os.environ.get(GPU_FRACTION_ENV)
+    try:
+        fraction = float(value) if value else 1.0
+    except ValueError:
+        fraction = 0.0
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"{GPU_FRACTION_ENV}={value!r}: expected a number in (0, 1]")
+    return fraction
+
+
 def make_runtime(device: torch.device, precision: str = "auto") -> Runtime:
-    """bf16 autocast on CUDA (precision auto), fp32 elsewhere; cuDNN autotuning and TF32 on CUDA."""
+    """bf16 autocast on CUDA (precision auto), fp32 elsewhere; cuDNN autotuning and TF32 on CUDA.
+
+    On a GPU shared by several job slots the caching allocator is capped at this process's share, so
+    one slot's job cannot take the memory of the others: past it, its allocations fail as out of memory.
+    """
     cuda = device.type == "cuda"
+    if cuda and gpu_fraction() < 1.0:
+        # Less a little: each slot's CUDA context (~0.5 GB) lives outside the allocator's cap.
+        torch.cuda.set_per_process_memory_fraction(gpu_fraction() * (1 - CONTEXT_RESERVE), device)
     if precision == "bf16" or (precision == "auto" and cuda):
         amp = torch.bfloat16
     else:
@@ -126,7 +150,11 @@ def out_of_memory(runtime: Runtime, lower: tuple[str, ...] | None = None, **valu
         precision = "bf16" if runtime.amp_dtype == torch.bfloat16 else "fp32"
         at = ", ".join(f"{k}={v}" for k, v in values.items())
         fields = " or ".join(lower or values)
-        raise OutOfMemory(f"out of memory on {device} at {at} ({precision}): lower {fields}") from exc
+        share = ""
+        if device.type == "cuda" and gpu_fraction() < 1.0:
+            share = f", or give it a GPU of its own: this worker may use {gpu_fraction():.0%} of the GPU's memory "
+            share += "(DATASLAYER_SLOTS_PER_GPU)"
+        raise OutOfMemory(f"out of memory on {device} at {at} ({precision}): lower {fields}{share}") from exc
 
 
 def compile_model(model: nn.Module, batch_size: int) -> nn.Module:

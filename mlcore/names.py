@@ -23,6 +23,8 @@ DEFAULT_MODEL_NAME = "fall-detector"
 DEFAULT_EXPERIMENT = "dataslayer"
 PREDICTION_EXPERIMENT = "dataslayer-predictions"  # kept apart: predictions would clutter the comparison of trainings
 DEFAULT_STATE_DIR = ".state"
+# The share of its GPU's memory a job process may take (a worker of DATASLAYER_SLOTS_PER_GPU sets 1/slots).
+GPU_FRACTION_ENV = "DATASLAYER_GPU_FRACTION"
 
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")

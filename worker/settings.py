@@ -44,6 +44,16 @@ def _on(name: str) -> bool:
     return value in ("1", "true", "yes", "on")
 
 
+MAX_SLOTS_PER_GPU = 8
+
+
+def _slots() -> int:
+    value = os.environ.get("DATASLAYER_SLOTS_PER_GPU") or "1"
+    if not value.isdigit() or not 1 <= int(value) <= MAX_SLOTS_PER_GPU:
+        raise ValueError(f"DATASLAYER_SLOTS_PER_GPU={value!r}: expected a whole number from 1 to {MAX_SLOTS_PER_GPU}")
+    return int(value)
+
+
 def _path(name: str, default: Path) -> Path:
     value = os.environ.get(name)
     return Path(value).expanduser().resolve() if value else default
@@ -61,7 +71,7 @@ class Settings:
     redis_port: int
     mlflow_port: int
     webui_port: int
-    workers: int | None  # the local stack's workers; None: one per GPU, or one CPU worker
+    workers: int | None  # the local stack's workers; None: one per GPU job slot, or one CPU worker
     train_time_limit: int  # hard limit of a training job, seconds
     predict_time_limit: int
     max_attempts: int  # starts of one job (crashes included) before it is failed
@@ -70,6 +80,7 @@ class Settings:
     reconcile_every_s: float
     queue: str
     job_memory_mb: int | None = None  # host memory a CPU job may add to its process (None: no cap)
+    slots_per_gpu: int = 1  # job slots (workers) per GPU, each with 1/slots of its memory (DATASLAYER_SLOTS_PER_GPU)
     redis_auth: bool = True  # the local stack's Redis asks for a password (DATASLAYER_REDIS_AUTH)
     tracking_username: str | None = None  # the MLflow log-in (MLFLOW_TRACKING_USERNAME), None: anonymous
     tracking_password: str | None = field(default=None, repr=False)
@@ -124,6 +135,7 @@ def get_settings() -> Settings:
         reconcile_every_s=float(env("DATASLAYER_RECONCILE_S") or 30),
         queue=_queue(),
         job_memory_mb=int(env("DATASLAYER_JOB_MEMORY_MB")) if env("DATASLAYER_JOB_MEMORY_MB") else None,
+        slots_per_gpu=_slots(),
         redis_auth=_on("DATASLAYER_REDIS_AUTH"),
         tracking_username=tracking_username,
         tracking_password=tracking_password,

@@ -92,7 +92,8 @@ class StackConfig:
     mlflow_port: int = 5001
     webui_port: int = 5000
     data_root: Path | None = None
-    workers: int | None = None  # None: one per visible GPU, or one CPU worker
+    workers: int | None = None  # None: one per GPU job slot, or one CPU worker
+    slots_per_gpu: int = 1  # workers per GPU, each a job slot with 1/slots of the GPU's memory
     redis_password: str | None = field(default=None, repr=False)  # None: Redis without a password
     redis_auth: bool = False  # generate and keep a password when none is given (`dataslayer up`: on)
     mlflow_auth: bool = False  # MLflow's basic-auth app with an admin and a worker user (`dataslayer up`: always on)
@@ -111,6 +112,7 @@ class StackConfig:
             webui_port=s.webui_port,
             data_root=s.data_root,
             workers=s.workers,
+            slots_per_gpu=s.slots_per_gpu,
             redis_password=os.environ.get("REDIS_PASSWORD") or None,
             redis_auth=s.redis_auth,
             mlflow_auth=True,
@@ -211,11 +213,23 @@ def client_env(cfg: StackConfig) -> dict[str, str]:
 
 
 def worker_names(cfg: StackConfig, *, gpus: int | None = None, host: str | None = None) -> list[tuple[str, int | None]]:
-    """(node name, GPU index or None) of every worker the stack runs; `gpus` and `host` default to this machine's."""
+    """(node name, GPU index or None) of every worker the stack runs; `gpus` and `host` default to this machine's.
+
+    A GPU gets `slots_per_gpu` workers (gpu0, or gpu0-0, gpu0-1, ... with several slots), so as many jobs
+    share it; workers beyond the GPUs' slots (DATASLAYER_WORKERS) train on the CPU.
+    """
     gpus = gpu_count() if gpus is None else gpus
-    count = cfg.workers if cfg.workers is not None else max(gpus, 1)
+    slots = cfg.slots_per_gpu
+    count = cfg.workers if cfg.workers is not None else max(gpus * slots, 1)
     host = host or socket.gethostname()
-    return [(f"gpu{i}@{host}", i) if i < gpus else (f"cpu{i}@{host}", None) for i in range(count)]
+    names: list[tuple[str, int | None]] = []
+    for i in range(count):
+        if i < gpus * slots:
+            gpu, slot = divmod(i, slots)
+            names.append((f"gpu{gpu}@{host}" if slots == 1 else f"gpu{gpu}-{slot}@{host}", gpu))
+        else:
+            names.append((f"cpu{i}@{host}", None))
+    return names
 
 
 def service_commands(
@@ -281,7 +295,9 @@ def service_commands(
         ),
     ]
     for name, gpu in worker_names(cfg, gpus=gpus, host=host):
-        cmd = [_bin("dataslayer"), "worker", "--name", name] + (["--gpu", str(gpu)] if gpu is not None else [])
+        cmd = [_bin("dataslayer"), "worker", "--name", name]
+        if gpu is not None:
+            cmd += ["--gpu", str(gpu)] + (["--gpu-slots", str(cfg.slots_per_gpu)] if cfg.slots_per_gpu > 1 else [])
         services.append(Service(name.split("@")[0], cmd, env=client_env(cfg), health=_worker_ok(cfg.redis_url, name)))
     if include_webui is None:
         include_webui = (

@@ -225,3 +225,23 @@ def test_the_cache_name_names_decoder_format_version_and_content(demo_paths):
     assert cpu != cache_stem("k", paths, SIZE, torch.device("cuda"))  # pil vs nvjpeg: never shared
     assert f"-pil-v{CACHE_VERSION}-" in cpu and content_identity(paths) in cpu
     assert decoder_for(torch.device("cuda")) == "nvjpeg" and decoder_for(torch.device("cpu")) == "pil"
+
+
+def _build_in_a_process(args) -> str:
+    paths, cache_dir, start = args
+    start.wait()  # all at once, as slots taking a sweep's first trials do
+    return build_image_cache(paths, 48, key="shared-by-slots", cache_dir=Path(cache_dir)).source
+
+
+def test_jobs_starting_together_decode_a_dataset_once_and_share_its_cache(demo_root, tmp_path):
+    """Several job slots on one GPU (or workers on one disk) start on the same data: one decodes, the others wait."""
+    import multiprocessing
+
+    paths = [str(p) for p in discover_dataset(demo_root / "train").paths]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(3) as pool:
+        start = manager.Barrier(3)
+        sources = pool.map(_build_in_a_process, [(paths, str(tmp_path), start)] * 3)
+    assert sorted(sources) == ["decoded", "disk cache", "disk cache"]
+    assert [p.suffix for p in tmp_path.iterdir()].count(".npy") == 1  # one cache, no temporary files left
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]

@@ -113,3 +113,22 @@ def test_runtime_precision_choices():
     assert make_runtime(cpu, "auto").amp_dtype is None
     assert make_runtime(cpu, "fp32").amp_dtype is None
     assert make_runtime(cpu, "bf16").amp_dtype is torch.bfloat16
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.2", "half"])
+def test_a_bad_gpu_share_is_refused_naming_the_variable(monkeypatch, value):
+    from mlcore.engine import gpu_fraction
+
+    monkeypatch.setenv("DATASLAYER_GPU_FRACTION", value)
+    with pytest.raises(ValueError, match=rf"DATASLAYER_GPU_FRACTION='{value}': expected a number in \(0, 1\]"):
+        gpu_fraction()
+
+
+def test_the_gpu_share_defaults_to_the_whole_gpu_and_cpu_jobs_ignore_it(monkeypatch):
+    from mlcore.engine import gpu_fraction, make_runtime
+
+    monkeypatch.delenv("DATASLAYER_GPU_FRACTION", raising=False)
+    assert gpu_fraction() == 1.0
+    monkeypatch.setenv("DATASLAYER_GPU_FRACTION", "0.25")
+    assert gpu_fraction() == 0.25
+    assert make_runtime(torch.device("cpu")).device.type == "cpu"  # no CUDA call on a CPU job

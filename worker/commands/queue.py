@@ -16,8 +16,17 @@ import click
 
 from mlcore import mlflow_ui
 from mlcore.cli import ProgressBars, emit, handle_errors, params_options
-from mlcore.names import BEST_SELECTION_METRIC, JOB_TYPES, PRIORITIES, SELECTION_METRIC, STATUSES, Tag
+from mlcore.names import (
+    BEST_SELECTION_METRIC,
+    GPU_FRACTION_ENV,
+    JOB_TYPES,
+    PRIORITIES,
+    SELECTION_METRIC,
+    STATUSES,
+    Tag,
+)
 from mlcore.params import PRESETS, PredictParams, TrainParams, build, train_params
+from worker.settings import MAX_SLOTS_PER_GPU
 
 RANGE = re.compile(r"^(-?[\d.eE+-]+):(-?[\d.eE+-]+)(:log)?$")
 NUMERIC = {
@@ -27,13 +36,22 @@ NUMERIC = {
 
 @click.command()
 @click.option("--gpu", type=int, default=None, help="GPU index this worker owns (sets CUDA_VISIBLE_DEVICES)")
+@click.option(
+    "--gpu-slots",
+    type=click.IntRange(1, MAX_SLOTS_PER_GPU),
+    default=1,
+    show_default=True,
+    help="workers sharing this GPU (DATASLAYER_SLOTS_PER_GPU): each job may use 1/N of its memory",
+)
 @click.option("--name", default=None, help="Celery node name [default: gpuN@host, or cpu@host]")
 @click.option("--queues", default=None, help="queues to consume [default: $DATASLAYER_QUEUE or dataslayer]")
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(gpu, name, queues, loglevel):
-    """Run one worker: one job at a time, each in a fresh process (one per GPU)."""
+def worker(gpu, gpu_slots, name, queues, loglevel):
+    """Run one worker: one job at a time, each in a fresh process (one per GPU job slot)."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)  # before any job process can initialise CUDA
+        # Each job process caps its CUDA allocator (and its image cache) at its slot's share (mlcore/engine.py).
+        os.environ[GPU_FRACTION_ENV] = repr(1 / gpu_slots)
     # A tracking outage must not stall a job for minutes inside one call: fail fast, the tracker
     # keeps the records and sends them later (mlcore/tracking.py).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
