@@ -190,6 +190,7 @@ def train(preset, checkpoint_dir, **values):
 
     from mlcore.cache import default_cache_dir
     from mlcore.hooks import JobHooks
+    from mlcore.runname import run_label
     from mlcore.split import check_folds
     from mlcore.tracking import MlflowTracker
     from mlcore.train import run_training
@@ -198,7 +199,9 @@ def train(preset, checkpoint_dir, **values):
     bars = ProgressBars()
     try:
         with MlflowTracker(
-            experiment=params.experiment_name, tags={Tag.JOB_TYPE: "train", Tag.PRESET: preset or ""}
+            experiment=params.experiment_name,
+            run_name=run_label(params.model_dump()),
+            tags={Tag.JOB_TYPE: "train", Tag.PRESET: preset or ""},
         ) as tracker:
             summary = run_training(
                 params,

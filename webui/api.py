@@ -45,6 +45,7 @@ class RunRequest(_Request):
 
 class SweepRequest(_Request):
     dataset: str | None = None
+    name: str | None = None
     base: dict[str, Any] = {}
     strategy: str | None = None
     grid: dict[str, Any] | None = None
@@ -241,7 +242,7 @@ def _sweep(body: SweepRequest) -> dict:
 
 @bp.route("/sweeps", methods=["POST"])
 def create_sweep():
-    """Queue a sweep: {dataset, base, strategy, grid, ranges, samples, seed, objective, pruner,
+    """Queue a sweep: {dataset, name, base, strategy, grid, ranges, samples, seed, objective, pruner,
     pruning_warmup_epochs, max_concurrent, promote_best, priority}."""
     body = _body(SweepRequest)
     run_id = queue_sweep(_sweep(body), priority=body.priority, user=g.user, token=_token(body))

@@ -110,7 +110,11 @@ def document(server: str) -> dict:
             "properties": {
                 **DATASET,
                 "params": {"$ref": "#/components/schemas/TrainParams"},
-                "name": {"type": "string", "maxLength": 100},
+                "name": {
+                    "type": "string",
+                    "maxLength": 100,
+                    "description": "the run's name (default: from what it is, e.g. `r18 64px lr1e-3`)",
+                },
                 **PRIORITY,
                 **IDEMPOTENCY,
             },
@@ -121,6 +125,11 @@ def document(server: str) -> dict:
             "required": ["dataset"],
             "properties": {
                 **DATASET,
+                "name": {
+                    "type": "string",
+                    "maxLength": 100,
+                    "description": "the sweep's name (default: e.g. `grid lr×bs (4)`; children: `#3 lr1e-3 bs16`)",
+                },
                 "base": {"$ref": "#/components/schemas/TrainParams"},
                 "strategy": {"type": "string", "enum": list(STRATEGIES)},
                 "grid": {"type": "object", "additionalProperties": {"type": "array"}, "description": "field -> values"},

@@ -16,6 +16,7 @@ from flask import current_app
 from mlcore.errors import ParamsError
 from mlcore.names import CHAMPION, IDEMPOTENCY_KEY_RE, MODEL_NAME_RE, PRIORITIES
 from mlcore.params import PredictParams, TrainParams, build, check_types
+from mlcore.runname import given_name
 from webui import users
 from webui.datasets import UnknownDataset, resolve_dataset
 from webui.jobqueue import jobs
@@ -70,12 +71,8 @@ def _web_limits(values: dict[str, Any], where: str = "") -> None:
 
 
 def run_name(value: Any) -> str | None:
-    """An optional run name (shown in the jobs list and MLflow)."""
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str) or len(value) > 100 or any(ord(c) < 32 for c in value):
-        raise ParamsError("name", "use at most 100 printable characters")
-    return value.strip() or None
+    """An optional run name (shown in the jobs list and MLflow; the JobClient names an unnamed run)."""
+    return given_name(value)
 
 
 def queue_train(

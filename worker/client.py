@@ -23,6 +23,7 @@ from mlcore.errors import ParamsError
 from mlcore.names import JOB_TYPES, PRIORITIES, QUEUE_NAME_RE, RUN_ID_RE, STATUSES, Tag
 from mlcore.params import PredictParams, TrainParams, build
 from mlcore.registry import Registry
+from mlcore.runname import given_name, run_label, sweep_label
 from worker.broker import Broker, enqueue
 from worker.errors import QueueUnavailable, TrackingUnavailable, queue_calls, tracking_calls
 from worker.job import Job
@@ -57,12 +58,16 @@ class JobClient:
         """Queue one training job; returns its run id."""
         params = values if isinstance(values, TrainParams) else build(TrainParams, values)
         check_locations(params, self.settings)  # the workers refuse anything else: say so now
+        kwargs["run_name"] = given_name(kwargs.get("run_name")) or run_label(params.model_dump())
         return self._submit("train", params, params.experiment_name, **kwargs)
 
     def submit_predict(self, values: dict | PredictParams, **kwargs) -> str:
         """Queue one prediction job; returns its run id."""
         params = values if isinstance(values, PredictParams) else build(PredictParams, values)
         check_locations(params, self.settings)
+        kwargs["run_name"] = (
+            given_name(kwargs.get("run_name")) or f"predict {params.model_uri.removeprefix('models:/')}"
+        )
         return self._submit("predict", params, params.experiment_name, **kwargs)
 
     def submit_sweep(
@@ -87,7 +92,7 @@ class JobClient:
             parent = self._create_run(
                 experiment,
                 "sweep",
-                f"{sweep.strategy} sweep of {size}",
+                sweep.name or sweep_label(sweep.strategy, sweep.varied(), size),
                 priority,
                 submitted_by,
                 {
@@ -113,7 +118,9 @@ class JobClient:
             with self.tracking():
                 self.mlflow.log_batch(parent, params=[Param(k, str(v)[:6000]) for k, v in spec.items()])
             for i, child in enumerate(children):
-                self.create_sweep_child(parent, experiment, i, child, priority, submitted_by)
+                self.create_sweep_child(
+                    parent, experiment, i, child, priority, submitted_by, run_name=sweep.child_name(i, child)
+                )
             self._send("sweep", parent, {}, "high", on_error=lambda: self._delete([parent]))
             return parent
 
@@ -135,7 +142,7 @@ class JobClient:
         run_id = self._create_run(
             experiment,
             "train",
-            run_name or f"sweep child {index + 1}",
+            run_name or f"#{index + 1}",
             priority,
             submitted_by,
             {Tag.PARENT_RUN_ID: parent, Tag.SWEEP_INDEX: str(index), **(tags or {})},

@@ -28,6 +28,7 @@ from typing import Callable
 from mlcore.errors import ParamsError
 from mlcore.names import Tag
 from mlcore.params import TrainParams, build
+from mlcore.runname import rerun_label
 from worker.broker import enqueue
 from worker.jobs import check_locations
 from worker.scheduler import sweep_lock
@@ -129,7 +130,7 @@ def rerun_sweep(client, parent_id: str, states=DEFAULT_RERUN, check: Check | Non
         created = []
         for i, (original, p) in enumerate(zip(targets, params)):
             index = len(children) + i
-            name = f"sweep child {index + 1} (re-run of {int(original.tags.get(Tag.SWEEP_INDEX, 0)) + 1})"
+            name = rerun_label(original.name, int(original.tags.get(Tag.SWEEP_INDEX, 0)))
             created.append(
                 client.create_sweep_child(
                     parent_id,
@@ -183,8 +184,15 @@ def extend_sweep(client, parent_id: str, samples: int, check: Check | None = Non
         # The new budget first: an extension that dies half-way never has its draws made again by the next one
         client.mlflow.set_tag(parent_id, Tag.PARAMS_JSON, extended.model_dump_json())
         for i, p in enumerate(params):
+            index = len(children) + i
             client.create_sweep_child(
-                parent_id, p.experiment_name, len(children) + i, p, parent.priority, parent.submitted_by
+                parent_id,
+                p.experiment_name,
+                index,
+                p,
+                parent.priority,
+                parent.submitted_by,
+                run_name=extended.child_name(index, p),
             )
         # TPE: the scheduler proposes until the sweep holds `sweep_size` children (scheduler._propose)
         _reopen(client, parent, len(children) + samples)

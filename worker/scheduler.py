@@ -115,8 +115,15 @@ def _propose(client: JobClient, parent, sweep: SweepParams, children: list) -> l
     for _ in range(free):
         combo = propose(sweep, trials)
         params = sweep.child(combo, f"trial {len(children) + len(created) + 1}")
+        index = len(children) + len(created)
         run_id = client.create_sweep_child(
-            parent.run_id, experiment, len(children) + len(created), params, parent.priority, parent.submitted_by
+            parent.run_id,
+            experiment,
+            index,
+            params,
+            parent.priority,
+            parent.submitted_by,
+            run_name=sweep.child_name(index, params),
         )
         created.append(client.job(run_id, with_progress=False))
         trials.append(trial_record(client, created[-1], sweep))

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mlcore.errors import ParamsError
 from mlcore.names import SELECTION_METRIC
 from mlcore.params import TrainParams, build
+from mlcore.runname import child_label, clean_name
 
 MAX_CHILDREN = 256
 MAX_FIELDS = 12  # fields one sweep may vary
@@ -70,6 +71,9 @@ class SweepParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     base: dict[str, Any] = Field(description="TrainParams values every child shares (data_dir at least)")
+    name: str | None = Field(
+        None, description="the sweep's run name (default: strategy, what varies and the number of runs)"
+    )
     strategy: Literal[STRATEGIES] = Field(
         "grid", description="grid: every combination; random: `samples` draws; tpe: `samples` trials proposed by TPE"
     )
@@ -100,6 +104,11 @@ class SweepParams(BaseModel):
             if isinstance(values, list) and not values:
                 raise ValueError(f"{name!r} has no values")
         return v
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, v: Any) -> str | None:
+        return clean_name(v)
 
     @field_validator("objective")
     @classmethod
@@ -172,6 +181,14 @@ class SweepParams(BaseModel):
             field = f"{where}.{exc.field}" if where != "base" else exc.field
             errors = [{**e, "field": field if e["field"] == exc.field else e["field"]} for e in exc.errors]
             raise ParamsError(field, f"{exc.message} ({label}: {combo})", errors) from None
+
+    def varied(self) -> list[str]:
+        """The fields the sweep varies: its lists, then its ranges."""
+        return [*self.grid, *self.ranges]
+
+    def child_name(self, index: int, params: TrainParams) -> str:
+        """A child's run name: its number and the values it tries, e.g. `#3 lr1e-3 bs16` (mlcore/runname.py)."""
+        return child_label(index, params.model_dump(), self.varied())
 
     def children(self) -> list[TrainParams]:
         """Every child's validated TrainParams; an invalid value names its field and child."""

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 from services import VENV_BIN
 
 
@@ -52,6 +53,8 @@ def test_demo_train_promote_predict_models(tmp_path, mlflow_server):
     )
     assert trained["model_version"] and trained["run_id"] and 0 <= trained["val_f1_weighted"] <= 1
     assert "epoch 2/2" in proc.stderr  # the progress report
+    run = MlflowClient(mlflow_server.url).get_run(trained["run_id"])
+    assert run.info.run_name == "r18 32px lr1e-3 bs32 2ep"  # named after what it is (mlcore/runname.py)
 
     promoted, _ = dataslayer("promote", "--model", "cli-model", "--version", trained["model_version"], env=env)
     assert promoted["alias"] == "champion"

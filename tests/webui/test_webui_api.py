@@ -45,6 +45,10 @@ def test_a_configured_token_queues_a_run_as_its_user(client, experiment, job_cli
     assert (
         one["status"] == "SCHEDULED" and one["view"]["label"] == "queued" and one["params"]["epochs"] == 1
     )  # numbers as numbers (issue 17, item 14)
+    unnamed = client.post(
+        "/api/runs", json={"dataset": "demo", "params": {**TINY, "experiment_name": experiment}}, headers=auth()
+    )
+    assert job_client.job(unnamed.json["run_id"]).name == "r18 32px lr2e-5 bs8 1ep"  # from its settings
 
 
 def test_an_issued_personal_token_works(client, experiment, admin_token):
@@ -113,6 +117,12 @@ def test_sweeps_preview_and_queue(client, experiment, job_client):
     assert bad.status_code == 400 and bad.json["field"] == "grid.pretrained"
     response = client.post("/api/sweeps", json=body, headers=auth())
     assert response.status_code == 201 and len(job_client.list_jobs(sweep=response.json["run_id"])) == 2
+    assert job_client.job(response.json["run_id"]).name == "grid lr (2)"
+    named = client.post("/api/sweeps", json={**body, "name": "lr pair"}, headers=auth())
+    assert named.status_code == 201 and job_client.job(named.json["run_id"]).name == "lr pair"
+    assert client.post("/api/sweeps", json={**body, "name": 7}, headers=auth()).json["field"] == "name"
+    doc = client.get("/api/openapi.json", headers=auth()).json
+    assert doc["components"]["schemas"]["SweepRequest"]["properties"]["name"]["maxLength"] == 100
 
 
 def test_cancel_log_metrics_and_datasets(client, experiment, job_client):

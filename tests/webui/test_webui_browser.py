@@ -143,6 +143,29 @@ def test_field_errors_for_bad_input(page):
     assert job_count(page) == before
 
 
+def test_back_after_queueing_keeps_the_form_and_says_it_was_queued(page):
+    run_id = queue_tiny_run(page, "", learning_rate="0.0042")
+    expect(page.locator("h1")).to_contain_text("r18 32px lr4.2e-3 bs8 2ep")  # unnamed: named after its settings
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/runs/new\?preset=quick$"))
+    expect(page.locator("#in-learning_rate")).to_have_value("0.0042")  # the edits are kept
+    expect(page.locator("#in-dataset")).to_have_value("demo")
+    notice = page.locator('[data-role="just-queued"]')
+    expect(notice).to_contain_text("just queued")
+    expect(notice).to_contain_text("submitting again queues a second job")
+    expect(notice.locator(f'a[href="/jobs/{run_id}"]')).to_be_visible()
+    expect(page.locator("form.params-form button[type=submit]")).to_be_enabled()
+    shot(page, "05b-back-after-queueing")
+    page.locator('[data-role="start-over"]').click()
+    expect(page).to_have_url(re.compile(r"/runs/new\?preset=quick$"))
+    expect(page.locator("#in-learning_rate")).to_have_value("0.001")  # the preset again
+    expect(page.locator('[data-role="just-queued"]')).to_have_count(0)
+    page.goto(f"/jobs/{run_id}")  # spare the one worker: this job is not needed
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click('.page-head [data-role="cancel"]')
+    expect(page.locator('h1 [data-role="status"]')).to_have_text("cancelled", timeout=30_000)
+
+
 def test_cancel_a_job(page):
     run_id = queue_tiny_run(page, "to cancel")
     page.once("dialog", lambda dialog: dialog.accept())

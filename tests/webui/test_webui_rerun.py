@@ -66,6 +66,7 @@ def test_the_api_reruns_only_the_owners_or_an_admins_ended_sweep_with_the_clis_w
     assert job_client.job(ended_sweep).status == "RUNNING"
     new = job_client.job(done.json["rerun"][original])
     assert new.tags[RERUN_OF] == original and new.status == "SCHEDULED" and new.submitted_by == "tina"
+    assert job_client.job(original).name == "#1 lr1e-3" and new.name == "#1 lr1e-3 (re-run)"
     again = _post(client, path, tokens[ADMIN])
     assert again.status_code == 409 and "still running" in again.json["error"]
     extend = _post(client, f"/api/sweeps/{ended_sweep}/extend", tokens["tina"], {"samples": 1})

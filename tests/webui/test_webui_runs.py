@@ -203,6 +203,7 @@ def test_the_preview_counts_the_runs(user_client, experiment, changes, runs):
         ({"grid.learning_rate": ""}, None, "nothing to sweep"),
         ({"sweep.max_concurrent": "0"}, "sweep.max_concurrent", "greater than or equal to 1"),
         ({"epochs": "0"}, "epochs", "greater than or equal to 1"),
+        ({"name": "x" * 101}, "name", "printable characters"),
     ],
 )
 def test_a_bad_sweep_is_refused_naming_its_row_and_nothing_is_queued(
@@ -234,6 +235,67 @@ def test_a_sweep_queues_a_parent_and_its_children(user_client, experiment, redis
     )
     html = user_client.get(f"/jobs/{parent_id}").get_data(as_text=True)
     assert "Runs of this sweep" in html and "compare-runs" in html and "learning_rate=0.001" in html
+    assert parent.info.run_name == "grid lr (2)"  # no name given: strategy, what varies, size
+    assert sorted(c.info.run_name for c in children) == ["#1 lr1e-3", "#2 lr3e-3"]
+
+
+def test_the_sweep_form_names_the_sweep(user_client, experiment):
+    response = user_client.post("/sweeps/new", data=sweep_form(user_client, experiment, name="lr for r18"))
+    parent_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert {r.info.run_id: r.info.run_name for r in runs_in(experiment)}[parent_id] == "lr for r18"
+    assert 'name="name"' in user_client.get("/sweeps/new?fresh=1", follow_redirects=True).get_data(as_text=True)
+
+
+def test_back_is_the_page_the_form_was_posted_from(user_client, experiment):
+    form = run_form(user_client, experiment, learning_rate="0.0042")
+    run_id = user_client.post("/runs/new?preset=quick", data=form).headers["Location"].rsplit("/", 1)[1]
+    back = user_client.get("/runs/new?preset=quick").get_data(as_text=True)
+    assert f'href="/jobs/{run_id}"' in back and 'value="0.0042"' in back
+    assert 'href="/runs/new?preset=quick&amp;fresh=1" data-role="start-over"' in back
+    assert 'data-role="just-queued"' not in user_client.get("/runs/new").get_data(as_text=True)  # another page
+
+
+def _session_cookie(client) -> str:
+    cookie = client.get_cookie("session")
+    return cookie.value if cookie else ""
+
+
+def test_back_after_queueing_shows_the_values_just_queued_and_says_so(user_client, experiment, redis_server):
+    response = user_client.post("/runs/new", data=run_form(user_client, experiment, learning_rate="0.0042"))
+    run_id = response.headers["Location"].rsplit("/", 1)[1]
+    back = user_client.get("/runs/new").get_data(as_text=True)  # the browser's Back fetches the form again
+    assert re.search(r'name="learning_rate"[^>]*value="0.0042"', back)
+    assert re.search(r'<option value="demo"[^>]*selected', back) and experiment in back
+    assert 'data-role="just-queued"' in back and f'href="/jobs/{run_id}"' in back
+    assert "submitting again queues a second job" in back
+    token = re.search(r'name="idempotency_key" value="([^"]+)"', back)[1]
+    assert token != "k" + "0" * 15  # a fresh token: submitting again on purpose queues a second job
+    again = user_client.post(
+        "/runs/new", data={**run_form(user_client, experiment, learning_rate="0.0042"), "idempotency_key": token}
+    )
+    assert again.headers["Location"] != response.headers["Location"] and queued(redis_server.url) == 2
+    fresh = user_client.get("/runs/new?fresh=1")  # "Start over": forgotten, and the address is clean again
+    assert fresh.status_code == 302 and fresh.headers["Location"] == "/runs/new"
+    assert 'value="0.0042"' not in user_client.get("/runs/new").get_data(as_text=True)
+    assert 'data-role="just-queued"' not in user_client.get("/runs/new").get_data(as_text=True)  # forgotten
+    assert 'data-role="just-queued"' not in user_client.get("/sweeps/new").get_data(as_text=True)  # another form
+
+
+def test_back_after_a_sweep_keeps_its_rows_and_the_session_stays_small(user_client, experiment, monkeypatch):
+    from webui import lastqueued
+
+    form = sweep_form(user_client, experiment, **{"grid.batch_size": "8, 16", "name": "bs x lr"})
+    run_id = user_client.post("/sweeps/new", data=form).headers["Location"].rsplit("/", 1)[1]
+    assert len(_session_cookie(user_client)) < 1500  # only what differs from the blank form
+    back = user_client.get("/sweeps/new").get_data(as_text=True)
+    assert 'value="8, 16"' in back and 'value="1e-3, 3e-3"' in back and 'value="bs x lr"' in back
+    assert f'href="/jobs/{run_id}"' in back
+    failed = user_client.post("/sweeps/new", data={**form, "grid.batch_size": "8, x", "idempotency_key": "t" * 16})
+    assert failed.status_code == 400  # other values submitted: the kept ones no longer describe the form
+    assert 'data-role="just-queued"' not in user_client.get("/sweeps/new").get_data(as_text=True)
+    user_client.post("/sweeps/new", data={**form, "idempotency_key": "u" * 16})
+    monkeypatch.setattr(lastqueued, "WINDOW_S", 0)  # the window has passed
+    assert 'data-role="just-queued"' not in user_client.get("/sweeps/new").get_data(as_text=True)
 
 
 def test_a_sweep_may_not_name_a_weights_file(user_client, experiment):

@@ -108,6 +108,26 @@ def test_a_sweep_creates_a_parent_and_children_and_queues_only_the_scheduler(
     ]
     assert [m["headers"]["task"] for m in _queued(redis_server.url)] == ["dataslayer.sweep"]
     assert job_client.job(parent).job_type == "sweep"
+    # named after what they are: the sweep by strategy, fields and size, its children by number and what they try
+    assert job_client.job(parent).name == "grid lr×bs (4)"
+    by_index = sorted(children, key=lambda c: int(c.tags["dataslayer.sweep_index"]))
+    assert [c.name for c in by_index] == ["#1 lr1e-3 bs8", "#2 lr1e-3 bs16", "#3 lr1e-2 bs8", "#4 lr1e-2 bs16"]
+
+
+def test_runs_are_named_after_their_settings_unless_given_a_name(job_client, tiny_train_values, demo_root):
+    values = {**tiny_train_values, "experiment_name": "naming"}
+    assert job_client.job(job_client.submit_train(values)).name == "r18 32px lr1e-3 bs8 2ep"
+    assert job_client.job(job_client.submit_train(values, run_name=" mine ")).name == "mine"
+    with pytest.raises(ParamsError) as info:
+        job_client.submit_train(values, run_name="x" * 101)
+    assert info.value.field == "name"
+    sweep = {"base": values, "strategy": "random", "ranges": {"learning_rate": {"low": 1e-4, "high": 1e-2}}}
+    named = job_client.submit_sweep({**sweep, "samples": 2, "name": "lr search"})
+    assert job_client.job(named).name == "lr search"
+    assert all(c.name.startswith(("#1 lr", "#2 lr")) for c in job_client.list_jobs(sweep=named))
+    predict = job_client.submit_predict({"data_dir": str(demo_root), "model_uri": "models:/x@champion"})
+    assert job_client.job(predict).name == "predict x@champion"
+    job_client.cancel(predict)
 
 
 def test_list_jobs_filters_by_status_and_type(job_client, tiny_train_values, demo_root):
@@ -130,3 +150,43 @@ def test_predictions_land_in_their_own_experiment(job_client, demo_root):
     experiment = job_client.mlflow.get_experiment(job_client.experiment_of(run_id))
     assert experiment.name == PREDICTION_EXPERIMENT  # not among the training runs being compared
     job_client.cancel(run_id)
+
+
+def test_proposed_extended_and_rerun_children_are_named_too(job_client, tiny_train_values):
+    from worker.scheduler import advance_sweep
+
+    base = {**tiny_train_values, "experiment_name": "naming-later"}
+    tpe = job_client.submit_sweep(
+        {"base": base, "strategy": "tpe", "grid": {"batch_size": [8, 16]}, "samples": 2, "max_concurrent": 1}
+    )
+    advance_sweep(job_client, tpe)  # the scheduler proposes the first trial
+    assert job_client.job(tpe).name == "tpe bs (2)"
+    assert [c.name for c in job_client.list_jobs(sweep=tpe)] in (["#1 bs8"], ["#1 bs16"])
+    job_client.cancel(tpe)
+
+    random = job_client.submit_sweep({"base": base, "strategy": "random", "grid": {"epochs": [1]}, "samples": 1})
+    job_client.cancel(random)
+    assert advance_sweep(job_client, random)["status"] == "KILLED"
+    job_client.extend_sweep(random, 1)
+    job_client.cancel(random)
+    advance_sweep(job_client, random)
+    job_client.rerun_sweep(random, ["killed"])
+    names = sorted(c.name for c in job_client.list_jobs(sweep=random))
+    assert names == ["#1 1ep", "#1 1ep (re-run)", "#2 1ep", "#2 1ep (re-run)"]
+    job_client.cancel(random)
+
+
+def test_the_cli_names_a_run_or_a_sweep_with_name(job_client, tiny_train_values):
+    from click.testing import CliRunner
+
+    from worker.cli import command_tree
+
+    flags = ["--data", tiny_train_values["data_dir"], "--arch", "resnet18", "--experiment-name", "cli-naming"]
+    ran = CliRunner().invoke(command_tree(), ["queue", "train", *flags, "--name", "cli run"])
+    assert ran.exit_code == 0, ran.output
+    assert job_client.job(json.loads(ran.stdout.splitlines()[-1])["run_id"]).name == "cli run"
+    swept = CliRunner().invoke(
+        command_tree(), ["queue", "train", *flags, "--learning-rate", "1e-3,1e-2", "--name", "lr pair"]
+    )
+    assert swept.exit_code == 0, swept.output
+    assert job_client.job(json.loads(swept.stdout.splitlines()[-1])["run_id"]).name == "lr pair"

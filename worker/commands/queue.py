@@ -159,6 +159,9 @@ def _follow(client, run_id: str, sweep: bool) -> dict:
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None, help="start from a preset")
 @click.option("--priority", type=click.Choice(PRIORITIES), default="normal", show_default=True)
 @click.option(
+    "--name", default=None, help="the run's (or sweep's) name [default: from its settings, e.g. 'r18 64px lr1e-3']"
+)
+@click.option(
     "--search",
     type=click.Choice(["grid", "random", "tpe"]),
     default=None,
@@ -187,6 +190,7 @@ def _follow(client, run_id: str, sweep: bool) -> dict:
 def queue_train(
     preset,
     priority,
+    name,
     search,
     samples,
     sweep_seed,
@@ -210,6 +214,7 @@ def queue_train(
         sweep = sweep_params(
             {
                 "base": {**PRESETS.get(preset or "", {}), **base},
+                "name": name,
                 "strategy": search or ("random" if ranges else "grid"),
                 "grid": grid,
                 "ranges": ranges,
@@ -231,7 +236,7 @@ def queue_train(
 
             check_folds(params)  # before a run exists
         _as_user(client, user, priority, 1)
-        run_id = client.submit_train(params, priority=priority, submitted_by=user)
+        run_id = client.submit_train(params, priority=priority, submitted_by=user, run_name=name)
     link = mlflow_ui.run_url(client.settings.tracking_uri, client.experiment_of(run_id), run_id)
     click.echo(f"queued {run_id}; follow it with `dataslayer jobs` or in the MLflow UI: {link}", err=True)
     emit(_follow(client, run_id, bool(grid or ranges)) if wait else {"run_id": run_id, "status": "SCHEDULED"})
